@@ -1,0 +1,248 @@
+"""The `replog` command: every node role and the client commands.
+
+Options map to a frozen config; this is the only module that reads the environment
+(through click's envvar) or exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from typing import Any, Callable
+
+import aiohttp
+import click
+
+from replog import __version__, jsoncodec
+from replog.config import MasterConfig, SecondaryConfig
+
+DEFAULT_MASTER = "http://127.0.0.1:8000"
+
+
+def _split_urls(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    urls: list[str] = []
+    for chunk in value:
+        for url in chunk.replace(",", " ").split():
+            if not url.startswith(("http://", "https://")):
+                raise click.BadParameter(f"{url!r} is not an http:// URL")
+            urls.append(url.rstrip("/"))
+    return tuple(urls)
+
+
+def _parse_w(value: str) -> int | str:
+    if value in ("majority", "all"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f'{value!r} is not an integer, "majority" or "all"') from None
+
+
+class WType(click.ParamType):
+    name = "W"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int):
+            return value
+        try:
+            return _parse_w(str(value))
+        except click.BadParameter as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every node role shares."""
+    opts = [
+        click.option("--host", default="127.0.0.1", show_default=True, envvar="REPLOG_HOST", help="Address to listen on; binding beyond loopback is an explicit choice."),
+        click.option("--max-body-bytes", type=click.IntRange(1), default=64 << 20, show_default=True, envvar="REPLOG_MAX_BODY_BYTES", help="Largest request body accepted (413 beyond)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_DATA_DIR", help="Keep the log on disk in this directory (default: in memory)."),
+        click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_FSYNC", help="With --data-dir: fsync before a write counts as held (always), or leave flushing to the OS (never)."),
+        click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True, envvar="REPLOG_LOG_FORMAT", help="Console lines on a terminal, JSON lines otherwise (auto)."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True, envvar="REPLOG_LOG_LEVEL", help="Least severe events to log."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="replog")
+def main() -> None:
+    """replog: a replicated append-only message log with per-write write concerns."""
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="REPLOG_PORT", help="Port to listen on.")
+@click.option("--secondary", "secondaries", multiple=True, callback=_split_urls, envvar="REPLOG_SECONDARY", help="A secondary's base URL; repeat it, or give a space- or comma-separated list.")
+@click.option("--default-w", type=WType(), default="majority", show_default=True, envvar="REPLOG_DEFAULT_W", help='Write concern of a write that names none: 1..N+1, "majority" or "all".')
+@click.option("--w-timeout", type=click.FloatRange(0, min_open=True), default=None, envvar="REPLOG_W_TIMEOUT", help="Seconds a write waits for its w when it names no timeout (default: no limit).")
+@click.option("--heartbeat-interval", type=click.FloatRange(0.01), default=1.0, show_default=True, envvar="REPLOG_HEARTBEAT_INTERVAL", help="Seconds between heartbeats to each secondary.")
+@click.option("--suspect-after", type=click.IntRange(1), default=2, show_default=True, envvar="REPLOG_SUSPECT_AFTER", help="Missed heartbeats before a secondary is suspected.")
+@click.option("--unhealthy-after", type=click.IntRange(1), default=5, show_default=True, envvar="REPLOG_UNHEALTHY_AFTER", help="Missed heartbeats before a secondary is unhealthy.")
+@click.option("--quorum-check/--no-quorum-check", default=True, show_default=True, envvar="REPLOG_QUORUM_CHECK", help="Refuse writes (503) while fewer than a majority of nodes are reachable.")
+@click.option("--max-message-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, envvar="REPLOG_MAX_MESSAGE_BYTES", help="Largest message (UTF-8 bytes) accepted (413 beyond).")
+@click.option("--batch-max-count", type=click.IntRange(1), default=5000, show_default=True, envvar="REPLOG_BATCH_MAX_COUNT", help="Most entries in one replication request.")
+@click.option("--batch-max-bytes", type=click.IntRange(1), default=4 << 20, show_default=True, envvar="REPLOG_BATCH_MAX_BYTES", help="Approximate largest replication request (one entry always fits).")
+@click.option("--replication-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True, envvar="REPLOG_REPLICATION_TIMEOUT", help="Seconds one replication request may take; keep it above any secondary's --delay.")
+@click.option("--backoff-cap", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True, envvar="REPLOG_BACKOFF_CAP", help="Longest delay between two retries to a secondary, seconds.")
+@server_options
+def master(port: int, secondaries: tuple[str, ...], default_w: int | str, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
+    """Run the master: it takes writes and replicates them to every --secondary."""
+    from replog.master import build_master_app
+
+    if len(set(secondaries)) != len(secondaries):
+        raise click.BadParameter("a secondary is named twice", param_hint="--secondary")
+    nodes = len(secondaries) + 1
+    if isinstance(default_w, int) and not 1 <= default_w <= nodes:
+        raise click.BadParameter(f"must be from 1 to {nodes} with {len(secondaries)} secondaries", param_hint="--default-w")
+    if kw["suspect_after"] > kw["unhealthy_after"]:
+        raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
+    config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
+    _serve("master", config.host, port, log_format, log_level, lambda: build_master_app(config), secondaries=list(secondaries))
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True, envvar="REPLOG_PORT", help="Port to listen on.")
+@click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True, envvar="REPLOG_DELAY", help="Seconds to sleep (asynchronously) before storing each replication request.")
+@click.option("--fail-rate", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, envvar="REPLOG_FAIL_RATE", help="Probability of answering 500 after storing a replication request (fault injection).")
+@click.option("--seed", type=int, default=None, envvar="REPLOG_SEED", help="Seed of the --fail-rate dice, for reproducible runs.")
+@server_options
+def secondary(port: int, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
+    """Run a secondary: it stores what the master replicates and serves reads."""
+    from replog.secondary import build_secondary_app
+
+    config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
+    _serve("secondary", config.host, port, log_format, log_level, lambda: build_secondary_app(config), delay=config.delay)
+
+
+def _serve(role: str, host: str, port: int, log_format: str, log_level: str, build: Callable[[], Any], **startup: Any) -> None:
+    from aiohttp import web
+
+    from replog import logs
+
+    logs.configure(log_format, log_level, role=role, port=port)
+    import structlog
+
+    log = structlog.get_logger()
+    app = build()
+
+    async def announce(app: Any) -> None:
+        log.info("node_started", host=host, **startup)
+
+    app.on_startup.append(announce)
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+# -- client commands -------------------------------------------------------------
+
+
+def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an async client function; network failures become one clear line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise click.ClickException(f"cannot reach the node: {exc}") from None
+        except asyncio.TimeoutError:
+            raise click.ClickException("the node did not answer in time") from None
+
+    return wrapper
+
+
+async def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.request(method, url, data=None if body is None else jsoncodec.dumps(body), headers={"Content-Type": "application/json"}) as resp:
+            raw = await resp.read()
+            try:
+                return resp.status, jsoncodec.loads(raw)
+            except jsoncodec.DecodeError:
+                raise click.ClickException(f"{url} answered HTTP {resp.status} with a body that is not JSON") from None
+
+
+def _fail(status: int, data: Any) -> click.ClickException:
+    if isinstance(data, dict) and "error" in data:
+        return click.ClickException(f"HTTP {status} {data['error']}: {data.get('detail', '')}")
+    return click.ClickException(f"HTTP {status}")
+
+
+@main.command()
+@click.argument("texts", nargs=-1, required=True, metavar="TEXT...")
+@click.option("-w", "w", type=WType(), default=None, envvar="REPLOG_W", help='Nodes that must hold the message, master included: 1..N+1, "majority" or "all" (default: the master\'s).')
+@click.option("--master", "master_url", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_MASTER", help="The master's base URL.")
+@click.option("--id", "id_", default=None, envvar="REPLOG_ID", help="Idempotency key: a retry with the same id never appends twice.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, envvar="REPLOG_TIMEOUT", help="Seconds to wait for the write concern (default: the master's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
+@_client_call
+async def post(texts: tuple[str, ...], w: int | str | None, master_url: str, id_: str | None, timeout: float | None, as_json: bool) -> None:
+    """Append TEXT (several TEXTs: one batch, consecutive seqs) and print the stored entry and its acks."""
+    body: dict[str, Any] = {"message": texts[0]} if len(texts) == 1 else {"messages": list(texts)}
+    for key, value in (("w", w), ("id", id_), ("timeout", timeout)):
+        if value is not None:
+            body[key] = value
+    status, data = await _request("POST", master_url.rstrip("/") + "/messages", body)
+    if as_json:
+        click.echo(jsoncodec.dumps(data).decode())
+    if status == 504 and isinstance(data, dict):
+        where = _where(data)
+        raise click.ClickException(f"write concern timeout: stored as {where}, held by {data.get('acks')} of the {data.get('w')} nodes asked for; it keeps replicating")
+    if status >= 300:
+        raise _fail(status, data)
+    if not as_json:
+        verb = "stored" if status == 201 else "already stored"
+        click.echo(f"{verb} {_where(data)} w={data['w']} acks={data['acks']}")
+
+
+def _where(data: dict[str, Any]) -> str:
+    if "entries" in data:
+        entries = data["entries"]
+        return f"seq={entries[0]['seq']}..{entries[-1]['seq']} ({len(entries)} entries)"
+    return f"seq={data.get('seq')} id={data.get('id')}"
+
+
+@main.command()
+@click.option("--node", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_NODE", help="Base URL of the node to read (master or secondary).")
+@click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
+@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
+@_client_call
+async def get(node: str, since: int | None, limit: int | None, as_json: bool) -> None:
+    """Print the messages a node shows, in order: one "SEQ<TAB>TEXT" line each."""
+    params = [f"{k}={v}" for k, v in (("since", since), ("limit", limit)) if v is not None]
+    url = node.rstrip("/") + "/messages" + ("?" + "&".join(params) if params else "")
+    status, data = await _request("GET", url)
+    if status != 200:
+        raise _fail(status, data)
+    if as_json:
+        click.echo(jsoncodec.dumps(data).decode())
+        return
+    out = sys.stdout
+    for m in data["messages"]:
+        out.write(f"{m['seq']}\t{m['text']}\n")
+
+
+@main.command()
+@click.option("--master", "master_url", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_MASTER", help="The master's base URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
+@_client_call
+async def health(master_url: str, as_json: bool) -> None:
+    """Print the master's status and each secondary's status and lag."""
+    status, data = await _request("GET", master_url.rstrip("/") + "/health")
+    if status != 200:
+        raise _fail(status, data)
+    if as_json:
+        click.echo(jsoncodec.dumps(data).decode())
+        return
+    if data.get("role") != "master":
+        click.echo(f"{data.get('role')} seq={data.get('seq')}")
+        return
+    click.echo(f"master {data['status']} seq={data['seq']} quorum={data['quorum']}/{data.get('nodes', '?')}")
+    for s in data["secondaries"]:
+        contact = "never" if s["last_contact"] is None else f"{s['last_contact']:.1f}s ago"
+        click.echo(f"  {s['url']}  {s['status']:<9}  seq={s['seq']}  lag={s['lag']}  contact={contact}")

@@ -1,0 +1,93 @@
+"""The master's side of the conversation with one secondary: replicate a batch, ask its health."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from replog import jsoncodec
+
+
+class TransportError(Exception):
+    """The secondary could not be reached, timed out, or failed (5xx): try again later."""
+
+
+class Refused(Exception):
+    """The secondary refused the batch for good (its log contradicts ours)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a secondary says of itself in every answer."""
+
+    boot: str  # id of the secondary's process; a new one means it restarted
+    seq: int  # highest seq it holds with no gap
+    log: str | None  # identity of the log it holds
+
+
+class Transport(Protocol):
+    async def replicate(self, body: bytes) -> Reply: ...
+
+    async def health(self) -> Reply: ...
+
+
+def _reply(data: object) -> Reply:
+    if not isinstance(data, dict):
+        raise TransportError("answer is not a JSON object")
+    boot, seq, log = data.get("boot"), data.get("seq"), data.get("log")
+    if not isinstance(boot, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise TransportError("answer lacks boot and seq")
+    return Reply(boot, seq, log if isinstance(log, str) else None)
+
+
+class HttpTransport:
+    """Talks to one secondary over the app's shared ClientSession."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, replicate_timeout: float, health_timeout: float):
+        self.url = url
+        self._session = session
+        self._replicate_timeout = aiohttp.ClientTimeout(total=replicate_timeout)
+        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
+
+    async def replicate(self, body: bytes) -> Reply:
+        try:
+            async with self._session.post(
+                self.url + "/replicate",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._replicate_timeout,
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        try:
+            data = jsoncodec.loads(payload)
+        except jsoncodec.DecodeError:
+            raise TransportError(f"HTTP {status} with a body that is not JSON") from None
+        if status == 409:
+            raise Refused(str(data.get("error")), str(data.get("detail")))
+        if status != 200:
+            raise TransportError(f"HTTP {status}: {data.get('error') if isinstance(data, dict) else data}")
+        return _reply(data)
+
+    async def health(self) -> Reply:
+        try:
+            async with self._session.get(self.url + "/health", timeout=self._health_timeout) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        if status != 200:
+            raise TransportError(f"HTTP {status}")
+        try:
+            return _reply(jsoncodec.loads(payload))
+        except jsoncodec.DecodeError:
+            raise TransportError("health answer is not JSON") from None

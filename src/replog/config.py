@@ -1,0 +1,48 @@
+"""Frozen configuration of each node role, built by the CLI (or by tests) and read by the app factories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secondaries: tuple[str, ...] = ()  # base URLs, exactly as given, without a trailing slash
+    default_w: int | str = "majority"  # w of a write that names none: 1..nodes, "majority" or "all"
+    w_timeout: float | None = None  # seconds a write waits for its w when it names no timeout; None = no limit
+    heartbeat_interval: float = 1.0  # seconds between two heartbeats to one secondary
+    suspect_after: int = 2  # missed heartbeats before a secondary is suspected
+    unhealthy_after: int = 5  # missed heartbeats before a secondary is unhealthy
+    quorum_check: bool = True  # refuse writes (503) without a majority of available nodes
+    max_message_bytes: int = 1 << 20  # UTF-8 size cap of one message
+    max_body_bytes: int = 64 << 20  # size cap of one request body
+    batch_max_count: int = 5000  # entries in one replication request, at most
+    batch_max_bytes: int = 4 << 20  # approximate size of one replication request, at most (one entry always fits)
+    backoff_base: float = 0.05  # first retry delay, seconds
+    backoff_cap: float = 2.0  # longest retry delay, seconds
+    replication_timeout: float = 30.0  # seconds one replication request may take (must exceed a secondary's --delay)
+    data_dir: str | None = None  # keep the log on disk here; None = in memory
+    fsync: bool = True  # with data_dir: fsync before counting a write as held
+
+    @property
+    def nodes(self) -> int:
+        """Every node of the cluster, the master included."""
+        return len(self.secondaries) + 1
+
+    @property
+    def majority(self) -> int:
+        return self.nodes // 2 + 1
+
+
+@dataclass(frozen=True)
+class SecondaryConfig:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    delay: float = 0.0  # seconds slept before storing each replication request
+    fail_rate: float = 0.0  # probability of answering 500 after storing a replication request
+    max_body_bytes: int = 64 << 20
+    data_dir: str | None = None
+    fsync: bool = True
+    seed: int | None = None  # seeds the fail-rate dice, for reproducible runs

@@ -1,0 +1,65 @@
+"""What every node's HTTP server shares: JSON answers, and JSON bodies on every error."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from replog import jsoncodec
+from replog.protocol import ApiError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=jsoncodec.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, detail: str, **extra: Any) -> web.Response:
+    return json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal into {"error", "detail"}; an unexpected bug answers 500, never kills the node."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _CODES.get(exc.status, "http_error")
+        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        if exc.status == 404:
+            detail = f"no route {request.method} {request.path}"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            detail = "the request body is larger than this node accepts"
+        resp = error_response(exc.status, code, detail)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except Exception:
+        structlog.get_logger().exception("request_failed", method=request.method, path=request.path)
+        return error_response(500, "internal_error", "the node hit an unexpected error; it is still running")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body; a body over the app's client_max_size becomes a JSON 413."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "payload_too_large", "the request body is larger than this node accepts") from None

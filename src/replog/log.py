@@ -1,0 +1,120 @@
+"""The ordered log of one node: entries seq 1..last, with no gaps.
+
+Pure data: no asyncio, no I/O. The master appends to it; a secondary extends it
+with the gap-free prefix its reorder buffer releases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+# An entry as it travels: (seq, id or None, text). id None means "generated":
+# the id is derived from the log identity and the seq (see Log.id_of), which
+# costs no memory per message and is the same on every node of the log.
+Item = tuple[str | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    id: str
+    text: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"seq": self.seq, "id": self.id, "text": self.text}
+
+
+class Log:
+    """Entries seq 1..last_seq of one log identity. Invariant: no gaps, seqs start at 1."""
+
+    def __init__(self, log_id: str) -> None:
+        self.log_id = log_id  # identity shared by every node holding this log
+        self._prefix = log_id[:8]  # prefix of generated ids
+        self._ids: list[str | None] = []  # ids[seq-1]: the client's id, or None if generated
+        self._texts: list[str] = []  # texts[seq-1]
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @property
+    def last_seq(self) -> int:
+        return len(self._texts)
+
+    def adopt(self, log_id: str) -> None:
+        """Take another log identity; only an empty log may do so."""
+        if self._texts:
+            raise ValueError("a non-empty log cannot change identity")
+        self.log_id = log_id
+        self._prefix = log_id[:8]
+
+    def append(self, text: str, id: str | None = None) -> int:
+        """Append one entry and return its seq."""
+        self._ids.append(id)
+        self._texts.append(text)
+        return len(self._texts)
+
+    def extend(self, items: Sequence[Item]) -> int:
+        """Append items as consecutive seqs; return the first seq."""
+        first = len(self._texts) + 1
+        for id_, text in items:
+            self._ids.append(id_)
+            self._texts.append(text)
+        return first
+
+    def truncate(self, last_seq: int) -> None:
+        """Drop every entry after last_seq (a node resetting to an empty log)."""
+        del self._ids[last_seq:]
+        del self._texts[last_seq:]
+
+    def id_of(self, seq: int) -> str:
+        id_ = self._ids[seq - 1]
+        return id_ if id_ is not None else f"{self._prefix}-{seq}"
+
+    def raw_id(self, seq: int) -> str | None:
+        return self._ids[seq - 1]
+
+    def text(self, seq: int) -> str:
+        return self._texts[seq - 1]
+
+    def item(self, seq: int) -> Item:
+        return self._ids[seq - 1], self._texts[seq - 1]
+
+    def entry(self, seq: int) -> Entry:
+        return Entry(seq, self.id_of(seq), self._texts[seq - 1])
+
+    def entries(self, since: int = 0, limit: int | None = None) -> Iterator[Entry]:
+        """Entries with seq > since, at most limit of them, in seq order."""
+        first = max(since, 0) + 1
+        last = self.last_seq if limit is None else min(self.last_seq, first + limit - 1)
+        for seq in range(first, last + 1):
+            yield self.entry(seq)
+
+    def dicts(self, since: int = 0, limit: int | None = None) -> list[dict[str, object]]:
+        """Entries as JSON-ready dicts; the hot path of GET /messages."""
+        first = max(since, 0) + 1
+        last = self.last_seq if limit is None else min(self.last_seq, first + limit - 1)
+        ids, texts, prefix = self._ids, self._texts, self._prefix
+        out = []
+        for seq in range(first, last + 1):
+            id_ = ids[seq - 1]
+            out.append({"seq": seq, "id": id_ if id_ is not None else f"{prefix}-{seq}", "text": texts[seq - 1]})
+        return out
+
+    def batch(self, first: int, max_count: int, max_bytes: int) -> list[list[object]]:
+        """Wire-ready entries [seq, raw id, text] from first on, capped in count and size.
+
+        Always holds at least one entry when first <= last_seq, whatever its size.
+        Sizes are counted in characters plus a fixed overhead: a cap, not an exact measure.
+        """
+        out: list[list[object]] = []
+        size = 0
+        ids, texts = self._ids, self._texts
+        last = min(self.last_seq, first + max_count - 1)
+        for seq in range(first, last + 1):
+            text = texts[seq - 1]
+            size += len(text) + 32
+            if out and size > max_bytes:
+                break
+            out.append([seq, ids[seq - 1], text])
+        return out

@@ -1,0 +1,291 @@
+"""The master: takes writes, assigns seqs, waits for each write's concern, serves reads and health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from replog import jsoncodec
+from replog.backoff import Backoff
+from replog.client import HttpTransport, Transport
+from replog.commitment import Commitment
+from replog.config import MasterConfig
+from replog.http import json_errors, json_response, read_body
+from replog.log import Log
+from replog.progress import Status
+from replog.protocol import ApiError, WriteRequest, parse_query_int, parse_write
+from replog.replicator import Replicator
+
+
+class BatchEncoder:
+    """Encodes a replication batch once, however many secondaries ask for the same range."""
+
+    def __init__(self, log: Log, size: int = 8) -> None:
+        self._log = log
+        self._size = size
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def __call__(self, first: int, last: int) -> bytes:
+        key = (first, last)
+        body = self._cache.get(key)
+        if body is None:
+            entries = self._log.batch(first, last - first + 1, 1 << 62)
+            body = jsoncodec.dumps({"log": self._log.log_id, "entries": entries})
+            if len(self._cache) >= self._size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = body
+        return body
+
+
+class Master:
+    """The master's state and its write path; the HTTP handlers are thin wrappers around it."""
+
+    def __init__(self, config: MasterConfig, transports: list[Transport], **replicator_kw: Any) -> None:
+        self.config = config
+        self.log = Log(uuid.uuid4().hex)
+        self.commitment = Commitment(config.nodes)
+        self._ids: dict[str, tuple[int, int, bool]] = {}  # client id -> (first seq, count, was a batch)
+        self._encode = BatchEncoder(self.log)
+        self._started = time.monotonic()
+        self.logger = structlog.get_logger()
+        self.replicators = [
+            Replicator(
+                i + 1,
+                url,
+                self.log,
+                transport,
+                encode=self._encode,
+                on_match=self._on_match,
+                on_status=self._on_status,
+                batch_max_count=config.batch_max_count,
+                batch_max_bytes=config.batch_max_bytes,
+                backoff=Backoff(config.backoff_base, config.backoff_cap),
+                heartbeat_interval=config.heartbeat_interval,
+                suspect_after=config.suspect_after,
+                unhealthy_after=config.unhealthy_after,
+                **replicator_kw,
+            )
+            for i, (url, transport) in enumerate(zip(config.secondaries, transports))
+        ]
+        self._writable = self._has_quorum()
+
+    # -- replication callbacks --------------------------------------------------
+
+    def _on_match(self, node: int, match: int) -> None:
+        for waiter in self.commitment.update(node, match):
+            fut = waiter.token
+            if not fut.done():
+                fut.set_result(None)
+
+    def _on_status(self, node: int, before: Status, after: Status) -> None:
+        writable = self._has_quorum()
+        if writable != self._writable:
+            self._writable = writable
+            self.logger.warning("quorum_regained" if writable else "quorum_lost", available=self._available())
+
+    def _available(self) -> int:
+        return 1 + sum(1 for r in self.replicators if r.progress.available)
+
+    def _has_quorum(self) -> bool:
+        return not self.config.quorum_check or self._available() >= self.config.majority
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    # -- the write path -----------------------------------------------------------
+
+    async def write(self, req: WriteRequest) -> tuple[int, dict[str, Any]]:
+        """Append (or find, for a retried id) and wait for the write concern: (status, body)."""
+        found = self._find(req)
+        if found is not None:
+            first, status = found, 200
+        else:
+            if not self._writable:
+                raise ApiError(
+                    503,
+                    "no_quorum",
+                    f"fewer than {self.config.majority} of {self.config.nodes} nodes are reachable; the master is read-only",
+                )
+            first, status = self._append(req), 201
+        last = first + len(req.texts) - 1
+        acks, met = await self._wait(last, req.w, req.timeout)
+        body = self._describe(req, first, last, acks)
+        if not met:
+            self.logger.info("write_concern_timeout", seq=last, w=req.w, acks=acks)
+            raise ApiError(
+                504,
+                "write_concern_timeout",
+                f"the message is stored and keeps replicating, but only {acks} of the {req.w} nodes asked for held it in time",
+                **body,
+            )
+        return status, body
+
+    def _find(self, req: WriteRequest) -> int | None:
+        """The first seq already stored under req.id, or None; 409 if it holds something else."""
+        if req.id is None or req.id not in self._ids:
+            if req.id is not None and req.batch:
+                for i in range(len(req.texts)):
+                    if f"{req.id}:{i}" in self._ids:
+                        raise ApiError(409, "id_conflict", f'the id "{req.id}:{i}" of this batch\'s entry {i} is taken')
+            return None
+        first, count, was_batch = self._ids[req.id]
+        same = was_batch == req.batch and count == len(req.texts)
+        if same:
+            same = all(self.log.text(first + i) == text for i, text in enumerate(req.texts))
+        if not same:
+            raise ApiError(409, "id_conflict", f'the id "{req.id}" is already stored with different content')
+        return first
+
+    def _append(self, req: WriteRequest) -> int:
+        if req.batch:
+            ids = [None] * len(req.texts) if req.id is None else [f"{req.id}:{i}" for i in range(len(req.texts))]
+            first = self.log.extend(list(zip(ids, req.texts)))
+            if req.id is not None:
+                self._ids[req.id] = (first, len(req.texts), True)
+                for i, id_ in enumerate(ids):
+                    self._ids[id_] = (first + i, 1, False)  # type: ignore[index]
+        else:
+            first = self.log.append(req.texts[0], req.id)
+            if req.id is not None:
+                self._ids[req.id] = (first, 1, False)
+        last = self.log.last_seq
+        self.logger.debug("appended", first=first, last=last)
+        self._on_match(0, last)
+        for r in self.replicators:
+            r.notify()
+        return first
+
+    async def _wait(self, seq: int, w: int, timeout: float | None) -> tuple[int, bool]:
+        """Wait until w nodes hold seq, or the timeout: (acks now, whether w was met)."""
+        acks = self.commitment.acks(seq)
+        if acks >= w:
+            return acks, True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = self.commitment.wait(seq, w, fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            met = True
+        except TimeoutError:
+            met = False
+        finally:
+            # The client went away (cancellation) or timed out: leave no waiter behind.
+            if waiter is not None:
+                self.commitment.cancel(waiter)
+        return self.commitment.acks(seq), met
+
+    def _describe(self, req: WriteRequest, first: int, last: int, acks: int) -> dict[str, Any]:
+        if req.batch:
+            entries = [self.log.entry(seq).as_dict() for seq in range(first, last + 1)]
+            return {"entries": entries, "w": req.w, "acks": acks}
+        entry = self.log.entry(first)
+        return {"seq": entry.seq, "id": entry.id, "text": entry.text, "w": req.w, "acks": acks}
+
+    # -- reads ---------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        last = self.log.last_seq
+        secondaries = []
+        for r in self.replicators:
+            p = r.progress
+            secondaries.append(
+                {
+                    "url": r.url,
+                    "status": str(p.status),
+                    "seq": p.match,
+                    "lag": max(0, last - p.match),
+                    "last_contact": None if p.last_contact is None else round(now - p.last_contact, 3),
+                    "failures": p.failures,
+                }
+            )
+        return {
+            "role": "master",
+            "status": "ok" if self._writable else "read_only",
+            "seq": last,
+            "quorum": self.config.majority,
+            "nodes": self.config.nodes,
+            "available": self._available(),
+            "log": self.log.log_id,
+            "waiting_writes": self.commitment.waiting,
+            "uptime": round(now - self._started, 3),
+            "secondaries": secondaries,
+        }
+
+
+MASTER = web.AppKey("master", Master)
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    cfg = master.config
+    req = parse_write(
+        await read_body(request),
+        nodes=cfg.nodes,
+        default_w=cfg.default_w,
+        default_timeout=cfg.w_timeout,
+        max_message_bytes=cfg.max_message_bytes,
+    )
+    status, body = await master.write(req)
+    return json_response(body, status=status)
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    since = parse_query_int(request.query, "since") or 0
+    limit = parse_query_int(request.query, "limit")
+    return json_response({"messages": master.log.dicts(since, limit)})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return json_response(request.app[MASTER].health())
+
+
+def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Application:
+    """The master's application; replicators run from start-up to clean-up."""
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+
+    async def replication(app: web.Application) -> AsyncIterator[None]:
+        health_timeout = max(config.heartbeat_interval, 0.5)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=config.replication_timeout),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+        transports: list[Transport] = [
+            HttpTransport(session, url, replicate_timeout=config.replication_timeout, health_timeout=health_timeout)
+            for url in config.secondaries
+        ]
+        master = Master(config, transports, **replicator_kw)
+        app[MASTER] = master
+        tasks = [asyncio.create_task(_supervise(r), name=f"replicator {r.url}") for r in master.replicators]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+
+    app.cleanup_ctx.append(replication)
+    app.router.add_post("/messages", post_messages)
+    app.router.add_get("/messages", get_messages)
+    app.router.add_get("/health", get_health)
+    return app
+
+
+async def _supervise(replicator: Replicator) -> None:
+    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
+    while True:
+        try:
+            await replicator.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            replicator.log.exception("replicator_crashed")
+            await asyncio.sleep(1.0)

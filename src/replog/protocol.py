@@ -1,0 +1,168 @@
+"""Validation of what clients and masters send, and the shapes of what nodes answer.
+
+Pure functions: bytes in, a validated request or an ApiError out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from replog import jsoncodec
+
+
+class ApiError(Exception):
+    """A request the node refuses: HTTP status, a stable code and one human sentence."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+def bad(code: str, detail: str) -> ApiError:
+    return ApiError(400, code, detail)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise bad("invalid_json", "the request body is empty; send a JSON object")
+    try:
+        return jsoncodec.loads(body)
+    except jsoncodec.DecodeError as exc:
+        text = str(exc)
+        if "UTF-8" in text or "utf-8" in text or "surrogate" in text:
+            raise bad("invalid_utf8", "the request body is not valid UTF-8") from None
+        raise bad("invalid_json", f"the request body is not valid JSON ({text.splitlines()[0]})") from None
+
+
+def utf8_size(text: str) -> int:
+    """UTF-8 size of text; ApiError if it cannot be encoded (a lone surrogate)."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise bad("invalid_utf8", "the message is not valid Unicode (it holds a lone surrogate)") from None
+
+
+def resolve_w(value: Any, nodes: int) -> int:
+    """A write concern as given ('majority', 'all' or 1..nodes) as a number of nodes."""
+    if value == "majority":
+        return nodes // 2 + 1
+    if value == "all":
+        return nodes
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= nodes:
+        raise bad("invalid_w", f'w must be an integer from 1 to {nodes} (the master included), "majority" or "all"')
+    return value
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """A validated POST /messages."""
+
+    texts: tuple[str, ...]
+    batch: bool  # given as "messages": answered with "entries"
+    w: int
+    id: str | None
+    timeout: float | None  # seconds, None = no limit
+
+
+def parse_write(
+    body: bytes,
+    *,
+    nodes: int,
+    default_w: int | str,
+    default_timeout: float | None,
+    max_message_bytes: int,
+) -> WriteRequest:
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise bad("invalid_body", "the request body must be a JSON object")
+    if "message" in data and "messages" in data:
+        raise bad("invalid_body", 'give either "message" or "messages", not both')
+    if "messages" in data:
+        items = data["messages"]
+        if not isinstance(items, list):
+            raise bad("invalid_messages", '"messages" must be a list of strings')
+        if not items:
+            raise bad("empty_batch", '"messages" must hold at least one message')
+        batch = True
+    elif "message" in data:
+        items = [data["message"]]
+        batch = False
+    else:
+        raise bad("missing_message", 'the body needs a "message" string (or a "messages" list)')
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            where = f'"messages"[{i}]' if batch else '"message"'
+            raise bad("invalid_message", f"{where} must be a string")
+        size = utf8_size(text)
+        if size > max_message_bytes:
+            raise ApiError(
+                413, "message_too_large", f"a message of {size} bytes is over the limit of {max_message_bytes} bytes"
+            )
+    w = resolve_w(data.get("w", default_w), nodes)
+    id_ = data.get("id")
+    if id_ is not None and (not isinstance(id_, str) or not id_):
+        raise bad("invalid_id", '"id" must be a non-empty string')
+    if id_ is not None:
+        utf8_size(id_)
+    timeout = default_timeout
+    if "timeout" in data and data["timeout"] is not None:
+        t = data["timeout"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 or math.isnan(t):
+            raise bad("invalid_timeout", '"timeout" must be a positive number of seconds')
+        timeout = None if t > 1e9 else float(t)
+    return WriteRequest(tuple(items), batch, w, id_, timeout)
+
+
+def parse_query_int(query: Any, name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise bad(f"invalid_{name}", f"?{name}= must be a non-negative integer")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class ReplicateRequest:
+    """A validated batch from the master: entries as (seq, id or None, text)."""
+
+    log_id: str
+    entries: list[tuple[int, str | None, str]]
+
+
+def parse_replicate(body: bytes) -> ReplicateRequest:
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise bad("invalid_body", "the replication body must be a JSON object")
+    log_id = data.get("log")
+    if not isinstance(log_id, str) or not log_id:
+        raise bad("invalid_log", '"log" must be the non-empty identity of the master\'s log')
+    raw = data.get("entries")
+    if not isinstance(raw, list):
+        raise bad("invalid_entries", '"entries" must be a list of [seq, id, text]')
+    entries: list[tuple[int, str | None, str]] = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            raise bad("invalid_entries", "each entry must be [seq, id or null, text]")
+        seq, id_, text = item
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise bad("invalid_entries", "an entry's seq must be a positive integer")
+        if id_ is not None and (not isinstance(id_, str) or not id_):
+            raise bad("invalid_entries", "an entry's id must be a non-empty string or null")
+        if not isinstance(text, str):
+            raise bad("invalid_entries", "an entry's text must be a string")
+        utf8_size(text)
+        if id_ is not None:
+            utf8_size(id_)
+        entries.append((seq, id_, text))
+    return ReplicateRequest(log_id, entries)

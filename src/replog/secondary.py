@@ -1,0 +1,96 @@
+"""A secondary: stores the master's batches through a reorder buffer and shows the gap-free prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from replog.config import SecondaryConfig
+from replog.http import json_errors, json_response, read_body
+from replog.log import Log
+from replog.protocol import ApiError, bad, parse_query_int, parse_replicate
+from replog.reorder import Conflict, ReorderBuffer
+
+
+class Secondary:
+    """A secondary's state: its log, the entries held behind a gap, and its boot id."""
+
+    def __init__(self, config: SecondaryConfig) -> None:
+        self.config = config
+        self.log = Log(uuid.uuid4().hex)  # replaced by the master's identity on the first batch
+        self.adopted = False  # whether log.log_id is a master's (False: a placeholder of an empty log)
+        self.buffer = ReorderBuffer(self.log)
+        self.boot = uuid.uuid4().hex  # a new one per process: tells the master we restarted
+        self._rng = random.Random(config.seed)
+        self.logger = structlog.get_logger()
+
+    def describe(self) -> dict[str, Any]:
+        return {"seq": self.log.last_seq, "boot": self.boot, "log": self.log.log_id if self.adopted else None}
+
+    async def replicate(self, body: bytes) -> dict[str, Any]:
+        req = parse_replicate(body)
+        if self.config.delay > 0:
+            await asyncio.sleep(self.config.delay)
+        if req.log_id != self.log.log_id or not self.adopted:
+            if self.log.last_seq > 0 and self.adopted:
+                self.logger.error("log_mismatch", ours=self.log.log_id, theirs=req.log_id)
+                raise ApiError(
+                    409,
+                    "log_mismatch",
+                    f"this secondary holds another log ({self.log.log_id}); restart it empty to rejoin",
+                    **self.describe(),
+                )
+            self.log.adopt(req.log_id)
+            self.buffer.reset()
+            self.adopted = True
+            self.logger.info("log_adopted", log=req.log_id)
+        last = self.log.last_seq
+        if any(seq > last + self.buffer.window for seq, _, _ in req.entries):
+            raise bad("seq_out_of_window", f"entries more than {self.buffer.window} seqs past this secondary's end")
+        try:
+            self.buffer.check(req.entries)
+        except Conflict as exc:
+            self.logger.error("entry_conflict", seq=exc.seq)
+            raise ApiError(409, "entry_conflict", str(exc), **self.describe()) from None
+        released = self.buffer.offer(req.entries)
+        if released.items:
+            self.logger.debug("stored", first=released.first, last=self.log.last_seq)
+        if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
+            raise ApiError(500, "injected_failure", "stored, then failed on purpose (--fail-rate)", **self.describe())
+        return self.describe()
+
+
+SECONDARY = web.AppKey("secondary", Secondary)
+
+
+async def post_replicate(request: web.Request) -> web.Response:
+    secondary = request.app[SECONDARY]
+    return json_response(await secondary.replicate(await read_body(request)))
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    log = request.app[SECONDARY].log
+    since = parse_query_int(request.query, "since") or 0
+    limit = parse_query_int(request.query, "limit")
+    return json_response({"messages": log.dicts(since, limit)})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    secondary = request.app[SECONDARY]
+    return json_response(
+        {"role": "secondary", **secondary.describe(), "buffered": len(secondary.buffer.pending)}
+    )
+
+
+def build_secondary_app(config: SecondaryConfig) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    app[SECONDARY] = Secondary(config)
+    app.router.add_post("/replicate", post_replicate)
+    app.router.add_get("/messages", get_messages)
+    app.router.add_get("/health", get_health)
+    return app
