@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,11 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-try:
-    from replog.storage import CorruptLogError, DiskLog, Loaded, encode_records
-except ModuleNotFoundError:  # running from a source checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from replog.storage import CorruptLogError, DiskLog, Loaded, encode_records
+from replog.storage import CorruptLogError, DiskLog, Loaded, encode_records
 
 Entry = tuple[str | None, str]
 
