@@ -1,0 +1,252 @@
+"""Run a local cluster of real `replog` processes: for the examples, `replog bench` and the tests.
+
+Each node is a `python -m replog` subprocess on a free loopback port, logging JSON lines
+to a file. Waiting is always for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+class ClusterError(RuntimeError):
+    """A node did not start, or a condition was not met by its deadline."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll cond() until it returns something truthy; ClusterError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One HTTP request with a JSON body; (status, decoded JSON). Raises OSError when unreachable."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+class Node:
+    """One replog process: start it, signal it, restart it, read its log."""
+
+    def __init__(self, role: str, port: int, args: Sequence[str], log_path: Path, host: str = "127.0.0.1") -> None:
+        self.role = role
+        self.port = port
+        self.host = host
+        self.url = f"http://{host}:{port}"
+        self.args = list(args)  # options after `replog ROLE --port PORT`
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "replog", self.role, "--host", self.host, "--port", str(self.port), "--log-format", "json", *self.args]
+
+    def start(self, wait: bool = True, timeout: float = 15.0) -> None:
+        if self.running:
+            raise ClusterError(f"{self.role} on {self.port} is already running")
+        log = open(self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REPLOG_")}
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        self.starts += 1
+        if wait:
+            self.wait_listening(timeout)
+
+    def wait_listening(self, timeout: float = 15.0) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ClusterError(f"{self.role} on port {self.port} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                return self.health(timeout=1.0) is not None
+            except OSError:
+                return False
+
+        wait_until(up, timeout, what=f"{self.role} on port {self.port} to listen")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        status, data = http_json("GET", self.url + "/health", timeout=timeout)
+        return data
+
+    def messages(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        status, data = http_json("GET", self.url + "/messages", timeout=timeout)
+        if status != 200:
+            raise ClusterError(f"GET /messages on {self.url} answered {status}: {data}")
+        return data["messages"]
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.messages()]
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean-up runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process must be able to die
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not go."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log event this node has written so far."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+
+class LocalCluster:
+    """A master and n secondaries on loopback. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        secondaries: int = 2,
+        *,
+        delays: Sequence[float] = (),
+        fail_rates: Sequence[float] = (),
+        master_args: Sequence[str] = (),
+        secondary_args: Sequence[str] = (),
+        data_dirs: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        heartbeat_interval: float | None = 0.2,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-cluster-")
+        self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.secondaries: list[Node] = []
+        for i in range(secondaries):
+            args = list(secondary_args)
+            if i < len(delays) and delays[i]:
+                args += ["--delay", str(delays[i])]
+            if i < len(fail_rates) and fail_rates[i]:
+                args += ["--fail-rate", str(fail_rates[i])]
+            if data_dirs:
+                args += ["--data-dir", str(self.workdir / f"s{i + 1}")]
+            self.secondaries.append(Node("secondary", free_port(host), args, self.workdir / f"s{i + 1}.log", host))
+        margs = [a for s in self.secondaries for a in ("--secondary", s.url)]
+        if heartbeat_interval is not None:
+            margs += ["--heartbeat-interval", str(heartbeat_interval)]
+        if data_dirs:
+            margs += ["--data-dir", str(self.workdir / "m")]
+        margs += list(master_args)
+        self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host)
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.master, *self.secondaries]
+
+    def start(self, wait_writable: bool = True, timeout: float = 20.0) -> "LocalCluster":
+        for s in self.secondaries:
+            s.start(wait=False)
+        for s in self.secondaries:
+            s.wait_listening(timeout)
+        self.master.start(timeout=timeout)
+        if wait_writable:
+            self.wait_writable(timeout)
+        return self
+
+    def wait_writable(self, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.master.health().get("status") == "ok", timeout, what="the master to accept writes")
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        def all_healthy() -> bool:
+            return all(s["status"] == "healthy" for s in self.master.health()["secondaries"])
+
+        wait_until(all_healthy, timeout, what="every secondary to be healthy")
+
+    def wait_converged(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until every running node shows the master's list; return it."""
+
+        def same() -> list[dict[str, Any]] | None:
+            want = self.master.messages()
+            for s in self.secondaries:
+                if s.running and s.messages() != want:
+                    return None
+            return want or [{}]
+
+        return wait_until(same, timeout, interval=0.05, what="every secondary to show the master's list")
+
+    def post(self, message: str | None = None, timeout: float = 60.0, **fields: Any) -> tuple[int, Any]:
+        body = dict(fields)
+        if message is not None:
+            body["message"] = message
+        return http_json("POST", self.master.url + "/messages", body, timeout=timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
