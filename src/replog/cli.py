@@ -107,13 +107,14 @@ def master(port: int, secondaries: tuple[str, ...], default_w: int | str, log_fo
 @click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True, envvar="REPLOG_DELAY", help="Seconds to sleep (asynchronously) before storing each replication request.")
 @click.option("--fail-rate", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, envvar="REPLOG_FAIL_RATE", help="Probability of answering 500 after storing a replication request (fault injection).")
 @click.option("--seed", type=int, default=None, envvar="REPLOG_SEED", help="Seed of the --fail-rate dice, for reproducible runs.")
+@click.option("--reset", is_flag=True, envvar="REPLOG_RESET", help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.")
 @server_options
-def secondary(port: int, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
+def secondary(port: int, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
     config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
-    _serve("secondary", config.host, port, log_format, log_level, lambda: build_secondary_app(config), delay=config.delay)
+    _serve("secondary", config.host, port, log_format, log_level, lambda: build_secondary_app(config, reset=reset), delay=config.delay)
 
 
 def _serve(role: str, host: str, port: int, log_format: str, log_level: str, build: Callable[[], Any], **startup: Any) -> None:
@@ -124,8 +125,15 @@ def _serve(role: str, host: str, port: int, log_format: str, log_level: str, bui
     logs.configure(log_format, log_level, role=role, port=port)
     import structlog
 
+    from replog.storage import CorruptLogError
+
     log = structlog.get_logger()
-    app = build()
+    try:
+        app = build()
+    except CorruptLogError as exc:
+        raise click.ClickException(f"the log on disk is corrupt, refusing to start: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
     async def announce(app: Any) -> None:
         log.info("node_started", host=host, **startup)

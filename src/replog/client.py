@@ -37,6 +37,8 @@ class Transport(Protocol):
 
     async def health(self) -> Reply: ...
 
+    async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]: ...
+
 
 def _reply(data: object) -> Reply:
     if not isinstance(data, dict):
@@ -91,3 +93,23 @@ class HttpTransport:
             return _reply(jsoncodec.loads(payload))
         except jsoncodec.DecodeError:
             raise TransportError("health answer is not JSON") from None
+
+    async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]:
+        """Raw entries after since (at most limit) of the secondary's durable log: (log id, [[seq, id, text]])."""
+        url = f"{self.url}/entries?since={since}&limit={limit}"
+        try:
+            async with self._session.get(url, timeout=self._replicate_timeout) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        if status != 200:
+            raise TransportError(f"HTTP {status}")
+        try:
+            data = jsoncodec.loads(payload)
+        except jsoncodec.DecodeError:
+            raise TransportError("entries answer is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            raise TransportError("entries answer lacks entries")
+        log = data.get("log")
+        return (log if isinstance(log, str) else None), data["entries"]

@@ -13,14 +13,17 @@ from aiohttp import web
 
 from replog import jsoncodec
 from replog.backoff import Backoff
-from replog.client import HttpTransport, Transport
+from replog.client import HttpTransport, Transport, TransportError
 from replog.commitment import Commitment
 from replog.config import MasterConfig
+from replog.durable import GroupCommit
+from replog.recovery import Answer, Donor, choose_donor, enough_answers
 from replog.http import json_errors, json_response, read_body
 from replog.log import Log
 from replog.progress import Status
 from replog.protocol import ApiError, WriteRequest, parse_query_int, parse_write
 from replog.replicator import Replicator
+from replog.storage import DiskLog
 
 
 class BatchEncoder:
@@ -46,11 +49,24 @@ class BatchEncoder:
 class Master:
     """The master's state and its write path; the HTTP handlers are thin wrappers around it."""
 
-    def __init__(self, config: MasterConfig, transports: list[Transport], **replicator_kw: Any) -> None:
+    def __init__(
+        self,
+        config: MasterConfig,
+        transports: list[Transport],
+        *,
+        log: Log | None = None,
+        commit: GroupCommit | None = None,
+        **replicator_kw: Any,
+    ) -> None:
         self.config = config
-        self.log = Log(uuid.uuid4().hex)
+        self.log = log if log is not None else Log(uuid.uuid4().hex)
+        self.commit = commit  # the on-disk log's writer, with --data-dir
         self.commitment = Commitment(config.nodes)
         self._ids: dict[str, tuple[int, int, bool]] = {}  # client id -> (first seq, count, was a batch)
+        self._index(1, self.log.last_seq)
+        self._transports = transports
+        self.recovering = True  # until start-up recovery has consulted a majority
+        self.consulted: list[str] = []  # secondaries that answered during recovery
         self._encode = BatchEncoder(self.log)
         self._started = time.monotonic()
         self.logger = structlog.get_logger()
@@ -74,6 +90,93 @@ class Master:
             for i, (url, transport) in enumerate(zip(config.secondaries, transports))
         ]
         self._writable = self._has_quorum()
+        self._on_match(0, self.held)
+
+    @property
+    def held(self) -> int:
+        """Highest seq the master itself holds (on disk, with a data dir)."""
+        return self.commit.durable if self.commit is not None else self.log.last_seq
+
+    def _index(self, first: int, last: int) -> None:
+        """Register the client ids of entries first..last (after a load or a recovery).
+
+        A batch's key is not stored in the log; it is rebuilt from its entries' ids "<key>:0", "<key>:1", ...
+        """
+        log, ids = self.log, self._ids
+        seq = first
+        while seq <= last:
+            id_ = log.raw_id(seq)
+            if id_ is not None:
+                ids[id_] = (seq, 1, False)
+                if id_.endswith(":0"):
+                    key = id_[:-2]
+                    n = 1
+                    while seq + n <= last and log.raw_id(seq + n) == f"{key}:{n}":
+                        ids[f"{key}:{n}"] = (seq + n, 1, False)
+                        n += 1
+                    ids.setdefault(key, (seq, n, True))
+                    seq += n
+                    continue
+            seq += 1
+
+    # -- start-up recovery -------------------------------------------------------
+
+    async def recover(self, sleep: Any = asyncio.sleep) -> None:
+        """Before taking writes: ask the secondaries how far their logs go, and copy what we lack.
+
+        Waits until a majority of all nodes (the master included) has answered; the most
+        advanced secondary of our log (any log, if ours is empty) is the donor.
+        """
+        answers: dict[str, Answer] = {}
+        while True:
+            missing = [(r.url, t) for r, t in zip(self.replicators, self._transports) if r.url not in answers]
+            replies = await asyncio.gather(*(t.health() for _, t in missing), return_exceptions=True)
+            for (url, _), reply in zip(missing, replies):
+                if not isinstance(reply, BaseException):
+                    answers[url] = Answer(url, reply.log, reply.seq)
+            if enough_answers(len(answers), self.config.nodes):
+                donor = choose_donor(self.log.log_id, self.log.last_seq, list(answers.values()))
+                if donor is None:
+                    break
+                try:
+                    await self._copy_from(donor)
+                    break
+                except TransportError as exc:
+                    self.logger.warning("recovery_retry", donor=donor.url, error=str(exc))
+                    answers.pop(donor.url, None)
+            await sleep(self.config.heartbeat_interval)
+        if self.commit is not None and self.commit.disk.last_seq == 0:
+            self.commit.disk.set_log_id(self.log.log_id)
+        self.consulted = [r.url for r in self.replicators if r.url in answers]
+        unconsulted = [r.url for r in self.replicators if r.url not in answers]
+        self.recovering = False
+        self.logger.info("recovered", seq=self.log.last_seq, log=self.log.log_id, consulted=self.consulted, unconsulted=unconsulted)
+        if unconsulted:
+            self.logger.warning("recovery_incomplete", unconsulted=unconsulted, detail="entries held only by these secondaries cannot be recovered; if they hold more they will show as diverged")
+
+    async def _copy_from(self, donor: Donor) -> None:
+        transport = self._transports[[r.url for r in self.replicators].index(donor.url)]
+        if self.log.last_seq == 0 and self.log.log_id != donor.log_id:
+            self.log.adopt(donor.log_id)  # replication batches read the identity when encoded
+            if self.commit is not None:
+                self.commit.disk.set_log_id(donor.log_id)
+        start = self.log.last_seq
+        self.logger.warning("recovering_entries", donor=donor.url, first=start + 1, last=donor.seq)
+        while self.log.last_seq < donor.seq:
+            log_id, raw = await transport.entries(self.log.last_seq, 5000)
+            if log_id != donor.log_id or not raw:
+                raise TransportError("the donor's log changed during recovery")
+            items: list[tuple[str | None, str]] = []
+            for i, entry in enumerate(raw):
+                seq, id_, text = entry
+                if seq != self.log.last_seq + 1 + i or not isinstance(text, str):
+                    raise TransportError("the donor sent entries out of order")
+                items.append((id_ if isinstance(id_, str) else None, text))
+            first = self.log.extend(items)
+            if self.commit is not None:
+                await self.commit.wait_durable(self.commit.submit(first, items))
+        self._index(start + 1, self.log.last_seq)
+        self._on_match(0, self.held)
 
     # -- replication callbacks --------------------------------------------------
 
@@ -107,6 +210,10 @@ class Master:
         if found is not None:
             first, status = found, 200
         else:
+            if self.recovering:
+                raise ApiError(503, "recovering", "the master is recovering its log from the secondaries; try again shortly")
+            if self.commit is not None and self.commit.failed is not None:
+                raise ApiError(503, "disk_failed", f"the master cannot write its log to disk: {self.commit.failed}")
             if not self._writable:
                 raise ApiError(
                     503,
@@ -157,7 +264,11 @@ class Master:
                 self._ids[req.id] = (first, 1, False)
         last = self.log.last_seq
         self.logger.debug("appended", first=first, last=last)
-        self._on_match(0, last)
+        if self.commit is not None:
+            # The master counts itself once the entries are on disk (GroupCommit calls on_durable).
+            self.commit.submit(first, [self.log.item(seq) for seq in range(first, last + 1)])
+        else:
+            self._on_match(0, last)
         for r in self.replicators:
             r.notify()
         return first
@@ -189,6 +300,14 @@ class Master:
 
     # -- reads ---------------------------------------------------------------------
 
+    @property
+    def status(self) -> str:
+        if self.recovering:
+            return "recovering"
+        if self.commit is not None and self.commit.failed is not None:
+            return "disk_failed"
+        return "ok" if self._writable else "read_only"
+
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         last = self.log.last_seq
@@ -207,13 +326,17 @@ class Master:
             )
         return {
             "role": "master",
-            "status": "ok" if self._writable else "read_only",
+            "status": self.status,
             "seq": last,
             "quorum": self.config.majority,
             "nodes": self.config.nodes,
             "available": self._available(),
             "log": self.log.log_id,
             "waiting_writes": self.commitment.waiting,
+            "recovering": self.recovering,
+            "unconsulted": [] if self.recovering else [r.url for r in self.replicators if r.url not in self.consulted],
+            "held_seq": self.held,
+            "fsyncs": None if self.commit is None else self.commit.syncs,
             "uptime": round(now - self._started, 3),
             "secondaries": secondaries,
         }
@@ -248,8 +371,17 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Application:
-    """The master's application; replicators run from start-up to clean-up."""
+    """The master's application. With a data dir its log is loaded here, before it listens;
+    at start-up it recovers from the secondaries, then runs one replicator per secondary."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    log = Log(uuid.uuid4().hex)
+    disk: DiskLog | None = None
+    if config.data_dir is not None:
+        disk = DiskLog(config.data_dir, fsync=config.fsync)
+        loaded = disk.load()  # CorruptLogError stops the node, naming file and offset
+        if loaded.log_id is not None:
+            log.adopt(loaded.log_id)
+        log.extend(loaded.entries)
 
     async def replication(app: web.Application) -> AsyncIterator[None]:
         health_timeout = max(config.heartbeat_interval, 0.5)
@@ -261,16 +393,28 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
             HttpTransport(session, url, replicate_timeout=config.replication_timeout, health_timeout=health_timeout)
             for url in config.secondaries
         ]
-        master = Master(config, transports, **replicator_kw)
+        master = Master(config, transports, log=log, commit=None, **replicator_kw)
+        tasks: list[asyncio.Task[Any]] = []
+        if disk is not None:
+            master.commit = GroupCommit(disk, on_durable=lambda seq: master._on_match(0, seq))
+            tasks.append(asyncio.create_task(master.commit.run(), name="group commit"))
         app[MASTER] = master
-        tasks = [asyncio.create_task(_supervise(r), name=f"replicator {r.url}") for r in master.replicators]
+
+        async def start() -> None:
+            await master.recover()
+            for r in master.replicators:
+                tasks.append(asyncio.create_task(_supervise(r), name=f"replicator {r.url}"))
+
+        tasks.append(asyncio.create_task(start(), name="recovery"))
         try:
             yield
         finally:
-            for t in tasks:
+            for t in reversed(tasks):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await session.close()
+            if disk is not None:
+                disk.close()
 
     app.cleanup_ctx.append(replication)
     app.router.add_post("/messages", post_messages)

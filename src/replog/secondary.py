@@ -5,32 +5,50 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from typing import Any
+from typing import Any, AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from replog.config import SecondaryConfig
+from replog.durable import GroupCommit
 from replog.http import json_errors, json_response, read_body
 from replog.log import Log
 from replog.protocol import ApiError, bad, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
+from replog.storage import DiskLog
 
 
 class Secondary:
     """A secondary's state: its log, the entries held behind a gap, and its boot id."""
 
-    def __init__(self, config: SecondaryConfig) -> None:
+    def __init__(self, config: SecondaryConfig, *, reset: bool = False) -> None:
         self.config = config
         self.log = Log(uuid.uuid4().hex)  # replaced by the master's identity on the first batch
         self.adopted = False  # whether log.log_id is a master's (False: a placeholder of an empty log)
+        self.commit: GroupCommit | None = None  # the on-disk log's writer, with --data-dir
+        if config.data_dir is not None:
+            disk = DiskLog(config.data_dir, fsync=config.fsync)
+            if reset:
+                disk.reset()
+            loaded = disk.load()  # CorruptLogError stops the node, naming file and offset
+            if loaded.log_id is not None:
+                self.log.adopt(loaded.log_id)
+                self.adopted = True
+            self.log.extend(loaded.entries)
+            self.commit = GroupCommit(disk)
         self.buffer = ReorderBuffer(self.log)
         self.boot = uuid.uuid4().hex  # a new one per process: tells the master we restarted
         self._rng = random.Random(config.seed)
         self.logger = structlog.get_logger()
 
+    @property
+    def durable(self) -> int:
+        """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise."""
+        return self.commit.durable if self.commit is not None else self.log.last_seq
+
     def describe(self) -> dict[str, Any]:
-        return {"seq": self.log.last_seq, "boot": self.boot, "log": self.log.log_id if self.adopted else None}
+        return {"seq": self.durable, "boot": self.boot, "log": self.log.log_id if self.adopted else None}
 
     async def replicate(self, body: bytes) -> dict[str, Any]:
         req = parse_replicate(body)
@@ -47,6 +65,8 @@ class Secondary:
                 )
             self.log.adopt(req.log_id)
             self.buffer.reset()
+            if self.commit is not None:
+                self.commit.disk.set_log_id(req.log_id)
             self.adopted = True
             self.logger.info("log_adopted", log=req.log_id)
         last = self.log.last_seq
@@ -60,6 +80,9 @@ class Secondary:
         released = self.buffer.offer(req.entries)
         if released.items:
             self.logger.debug("stored", first=released.first, last=self.log.last_seq)
+            if self.commit is not None:
+                # Ack only what is on disk; concurrent batches share one fsync.
+                await self.commit.wait_durable(self.commit.submit(released.first, released.items))
         if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
             raise ApiError(500, "injected_failure", "stored, then failed on purpose (--fail-rate)", **self.describe())
         return self.describe()
@@ -80,6 +103,18 @@ async def get_messages(request: web.Request) -> web.Response:
     return json_response({"messages": log.dicts(since, limit)})
 
 
+async def get_entries(request: web.Request) -> web.Response:
+    """Internal: raw durable entries, for a master recovering its log at start-up."""
+    secondary = request.app[SECONDARY]
+    since = parse_query_int(request.query, "since") or 0
+    limit = parse_query_int(request.query, "limit")
+    limit = 10_000 if limit is None else min(limit, 10_000)
+    last = min(secondary.durable, since + limit)
+    log = secondary.log
+    entries = [[seq, log.raw_id(seq), log.text(seq)] for seq in range(since + 1, last + 1)]
+    return json_response({"log": log.log_id if secondary.adopted else None, "entries": entries})
+
+
 async def get_health(request: web.Request) -> web.Response:
     secondary = request.app[SECONDARY]
     return json_response(
@@ -87,10 +122,25 @@ async def get_health(request: web.Request) -> web.Response:
     )
 
 
-def build_secondary_app(config: SecondaryConfig) -> web.Application:
+def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.Application:
+    """The secondary's application; with a data dir its log is loaded here, before it listens."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
-    app[SECONDARY] = Secondary(config)
+    secondary = Secondary(config, reset=reset)
+    app[SECONDARY] = secondary
+
+    async def disk_writer(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(secondary.commit.run(), name="group commit") if secondary.commit else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                secondary.commit.disk.close()  # type: ignore[union-attr]
+
+    app.cleanup_ctx.append(disk_writer)
     app.router.add_post("/replicate", post_replicate)
+    app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", get_messages)
     app.router.add_get("/health", get_health)
     return app
