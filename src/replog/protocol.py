@@ -108,7 +108,7 @@ def parse_write(
             raise ApiError(
                 413, "message_too_large", f"a message of {size} bytes is over the limit of {max_message_bytes} bytes"
             )
-    w = resolve_w(data.get("w", default_w), nodes)
+    w = resolve_w(default_w if data.get("w") is None else data["w"], nodes)
     id_ = data.get("id")
     if id_ is not None and (not isinstance(id_, str) or not id_):
         raise bad("invalid_id", '"id" must be a non-empty string')
