@@ -211,7 +211,10 @@ class Master:
             first, status = found, 200
         else:
             if self.recovering:
-                raise ApiError(503, "recovering", "the master is recovering its log from the secondaries; try again shortly")
+                # Read-only like any loss of quorum: it has not yet heard from a majority (or is copying from one).
+                raise ApiError(
+                    503, "no_quorum", "the master is recovering its log from a majority of the nodes; it is read-only until then"
+                )
             if self.commit is not None and self.commit.failed is not None:
                 raise ApiError(503, "disk_failed", f"the master cannot write its log to disk: {self.commit.failed}")
             if not self._writable:
@@ -303,7 +306,7 @@ class Master:
     @property
     def status(self) -> str:
         if self.recovering:
-            return "recovering"
+            return "read_only"  # the "recovering" field says why
         if self.commit is not None and self.commit.failed is not None:
             return "disk_failed"
         return "ok" if self._writable else "read_only"
