@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 
 class ClusterError(RuntimeError):
@@ -60,13 +60,22 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) ->
 class Node:
     """One replog process: start it, signal it, restart it, read its log."""
 
-    def __init__(self, role: str, port: int, args: Sequence[str], log_path: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        role: str,
+        port: int,
+        args: Sequence[str],
+        log_path: Path,
+        host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.role = role
         self.port = port
         self.host = host
         self.url = f"http://{host}:{port}"
         self.args = list(args)  # options after `replog ROLE --port PORT`
         self.log_path = log_path
+        self.env = dict(env or {})  # extra environment of the process (inherited REPLOG_* variables are dropped)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -78,6 +87,7 @@ class Node:
             raise ClusterError(f"{self.role} on {self.port} is already running")
         log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REPLOG_")}
+        env.update(self.env)
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
         self.starts += 1
@@ -141,6 +151,15 @@ class Node:
             self.proc.kill()
             self.proc.wait(10)
 
+    def start_with(self, extra_args: Sequence[str], wait: bool = True, timeout: float = 15.0) -> None:
+        """Start once with extra options after the usual ones (say `--reset`); later starts go without them."""
+        usual = self.args
+        self.args = [*usual, *extra_args]
+        try:
+            self.start(wait=wait, timeout=timeout)
+        finally:
+            self.args = usual
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -195,14 +214,24 @@ class LocalCluster:
         margs += list(master_args)
         self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host)
 
+    def route_secondary(self, index: int, url: str) -> None:
+        """Have the master reach secondary `index` at url (a proxy in front of it, say) instead of its own URL.
+
+        It rewrites that secondary's `--secondary` option of the master, so it applies from the master's next start.
+        """
+        at = [i for i, arg in enumerate(self.master.args) if arg == "--secondary"]
+        self.master.args[at[index] + 1] = url.rstrip("/")
+
     @property
     def nodes(self) -> list[Node]:
         return [self.master, *self.secondaries]
 
-    def start(self, wait_writable: bool = True, timeout: float = 20.0) -> "LocalCluster":
-        for s in self.secondaries:
+    def start(self, wait_writable: bool = True, timeout: float = 20.0, *, skip: Collection[int] = ()) -> "LocalCluster":
+        """Start the secondaries (but those whose index is in skip: their ports stay reserved), then the master."""
+        started = [s for i, s in enumerate(self.secondaries) if i not in skip]
+        for s in started:
             s.start(wait=False)
-        for s in self.secondaries:
+        for s in started:
             s.wait_listening(timeout)
         self.master.start(timeout=timeout)
         if wait_writable:

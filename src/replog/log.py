@@ -71,6 +71,13 @@ class Log:
         id_ = self._ids[seq - 1]
         return id_ if id_ is not None else f"{self._prefix}-{seq}"
 
+    def generated_seq(self, id_: str) -> int | None:
+        """The seq whose generated id id_ is (or would be), or None if id_ is not of that form."""
+        prefix, _, tail = id_.partition("-")
+        if prefix != self._prefix or not tail.isascii() or not tail.isdigit() or len(tail) > 18:
+            return None
+        return int(tail)
+
     def raw_id(self, seq: int) -> str | None:
         return self._ids[seq - 1]
 

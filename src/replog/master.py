@@ -239,6 +239,15 @@ class Master:
 
     def _find(self, req: WriteRequest) -> int | None:
         """The first seq already stored under req.id, or None; 409 if it holds something else."""
+        if req.id is not None and req.id not in self._ids and not req.batch:
+            seq = self.log.generated_seq(req.id)
+            if seq is not None:
+                # A retry with the id the master generated for an earlier answer (say, a 504).
+                if seq > self.log.last_seq or self.log.raw_id(seq) is not None:
+                    raise ApiError(400, "reserved_id", f'ids of the form "{req.id.split("-")[0]}-<seq>" are the ones this log generates')
+                if self.log.text(seq) != req.texts[0]:
+                    raise ApiError(409, "id_conflict", f'the id "{req.id}" is already stored with different content')
+                return seq
         if req.id is None or req.id not in self._ids:
             if req.id is not None and req.batch:
                 for i in range(len(req.texts)):
