@@ -1,0 +1,67 @@
+"""Smoke test of `replog bench`: a tiny run as a real subprocess. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from replog.bench import SCENARIOS
+
+TINY = ["--requests", "200", "--batch-requests", "5", "--batch-size", "20", "--catchup-messages", "500", "--heartbeat-interval", "0.2"]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "replog", "bench", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(90)
+def test_json_has_every_scenario_without_errors() -> None:
+    proc = run_bench(*TINY, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = {r["name"]: r for r in report["scenarios"]}
+    assert list(rows) == list(SCENARIOS)
+    for name, row in rows.items():
+        assert row["errors"] == 0, (name, row["error_sample"], row["statuses"])
+        assert row["rate"] > 0, name
+        if name != "read":
+            assert row["writes_per_s"] > 0, name
+        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], name
+        assert set(row["rss_peak_mb"]) == {"master", "s1", "s2"}, name
+        assert row["loadgen_cpu_s"] >= 0 and row["master_cpu_s"] is not None, name
+    catchup = rows["catchup"]
+    assert catchup["caught_up_entries"] >= 500 and catchup["catchup_s"] >= 0
+    assert rows["read"]["entries"] == rows["read"]["log_seq"]
+    assert report["machine"]["python"] and report["machine"]["cores"]
+    assert "loadgen_cpu_s" in report and "master_cpu_s" in report
+
+
+@pytest.mark.timeout(90)
+def test_text_mode_prints_a_table() -> None:
+    proc = run_bench("--requests", "100", "--scenario", "w1", "--scenario", "read")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("machine: ")
+    header = next(line for line in out.splitlines() if line.startswith("scenario"))
+    for column in ("rate", "p50 ms", "p99 ms", "max ms", "errors", "peak RSS MB"):
+        assert column in header
+    assert "POST w=1" in out and "writes/s" in out and "GET /messages" in out
+    assert "load generator CPU" in out
+
+
+def test_external_master_refuses_catchup() -> None:
+    proc = run_bench("--master", "http://127.0.0.1:9", "--scenario", "catchup")
+    assert proc.returncode != 0
+    assert "catch-up" in proc.stderr
+
+
+def test_a_cluster_that_does_not_start_is_a_clear_error(tmp_path) -> None:
+    import click
+
+    from replog.bench import _start_cluster
+
+    with pytest.raises(click.ClickException, match="did not start with --data-dir"):
+        _start_cluster(str(tmp_path), "never", None, ("--no-such-option",))
