@@ -58,6 +58,7 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-body-bytes", type=click.IntRange(1), default=64 << 20, show_default=True, envvar="REPLOG_MAX_BODY_BYTES", help="Largest request body accepted (413 beyond)."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_DATA_DIR", help="Keep the log on disk in this directory (default: in memory)."),
         click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_FSYNC", help="With --data-dir: fsync before a write counts as held (always), or leave flushing to the OS (never)."),
+        click.option("--loop", "loop_name", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True, envvar="REPLOG_LOOP", help="Event loop: uvloop when installed (auto), or the standard asyncio loop."),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True, envvar="REPLOG_LOG_FORMAT", help="Console lines on a terminal, JSON lines otherwise (auto)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True, envvar="REPLOG_LOG_LEVEL", help="Least severe events to log."),
     ]
@@ -87,7 +88,7 @@ def main() -> None:
 @click.option("--replication-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True, envvar="REPLOG_REPLICATION_TIMEOUT", help="Seconds one replication request may take; keep it above any secondary's --delay.")
 @click.option("--backoff-cap", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True, envvar="REPLOG_BACKOFF_CAP", help="Longest delay between two retries to a secondary, seconds.")
 @server_options
-def master(port: int, secondaries: tuple[str, ...], default_w: int | str, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
+def master(port: int, secondaries: tuple[str, ...], default_w: int | str, loop_name: str, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
     """Run the master: it takes writes and replicates them to every --secondary."""
     from replog.master import build_master_app
 
@@ -99,7 +100,7 @@ def master(port: int, secondaries: tuple[str, ...], default_w: int | str, log_fo
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
     config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
-    _serve("master", config.host, port, log_format, log_level, lambda: build_master_app(config), secondaries=list(secondaries))
+    _serve("master", config.host, port, loop_name, log_format, log_level, lambda: build_master_app(config), secondaries=list(secondaries))
 
 
 @main.command()
@@ -109,15 +110,28 @@ def master(port: int, secondaries: tuple[str, ...], default_w: int | str, log_fo
 @click.option("--seed", type=int, default=None, envvar="REPLOG_SEED", help="Seed of the --fail-rate dice, for reproducible runs.")
 @click.option("--reset", is_flag=True, envvar="REPLOG_RESET", help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.")
 @server_options
-def secondary(port: int, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
+def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
     config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
-    _serve("secondary", config.host, port, log_format, log_level, lambda: build_secondary_app(config, reset=reset), delay=config.delay)
+    _serve("secondary", config.host, port, loop_name, log_format, log_level, lambda: build_secondary_app(config, reset=reset), delay=config.delay)
 
 
-def _serve(role: str, host: str, port: int, log_format: str, log_level: str, build: Callable[[], Any], **startup: Any) -> None:
+def _new_loop(name: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for or (auto) installed; the standard loop otherwise."""
+    if name != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise click.BadParameter("uvloop is not installed (pip install uvloop)", param_hint="--loop") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log_level: str, build: Callable[[], Any], **startup: Any) -> None:
     from aiohttp import web
 
     from replog import logs
@@ -135,12 +149,14 @@ def _serve(role: str, host: str, port: int, log_format: str, log_level: str, bui
     except OSError as exc:
         raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
+    loop = _new_loop(loop_name)
+
     async def announce(app: Any) -> None:
-        log.info("node_started", host=host, **startup)
+        log.info("node_started", host=host, loop=type(loop).__module__.split(".")[0], **startup)
 
     app.on_startup.append(announce)
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True)
+        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True, loop=loop)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
