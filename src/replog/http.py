@@ -8,7 +8,8 @@ import structlog
 from aiohttp import web
 
 from replog import jsoncodec
-from replog.protocol import ApiError
+from replog.protocol import ApiError, parse_query_int
+from replog.views import MessagesView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,3 +64,15 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "payload_too_large", "the request body is larger than this node accepts") from None
+
+
+def messages_handler(view_of: Callable[[web.Application], MessagesView]) -> Handler:
+    """GET /messages[?since=SEQ][&limit=N] of a node, whichever its role."""
+
+    async def get_messages(request: web.Request) -> web.Response:
+        since = parse_query_int(request.query, "since") or 0
+        limit = parse_query_int(request.query, "limit")
+        body = view_of(request.app).body(since, limit)
+        return web.Response(body=body, content_type="application/json")
+
+    return get_messages

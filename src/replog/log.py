@@ -101,27 +101,30 @@ class Log:
         """Entries as JSON-ready dicts; the hot path of GET /messages."""
         first = max(since, 0) + 1
         last = self.last_seq if limit is None else min(self.last_seq, first + limit - 1)
-        ids, texts, prefix = self._ids, self._texts, self._prefix
-        out = []
-        for seq in range(first, last + 1):
-            id_ = ids[seq - 1]
-            out.append({"seq": seq, "id": id_ if id_ is not None else f"{prefix}-{seq}", "text": texts[seq - 1]})
-        return out
+        prefix = self._prefix
+        return [
+            {"seq": seq, "id": id_ if id_ is not None else f"{prefix}-{seq}", "text": text}
+            for seq, id_, text in zip(range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last])
+        ]
 
-    def batch(self, first: int, max_count: int, max_bytes: int) -> list[list[object]]:
-        """Wire-ready entries [seq, raw id, text] from first on, capped in count and size.
+    def batch_end(self, first: int, max_count: int, max_bytes: int) -> int:
+        """The last seq of the batch that starts at first, capped in count and size.
 
-        Always holds at least one entry when first <= last_seq, whatever its size.
+        A batch holds at least one entry when first <= last_seq, whatever its size.
         Sizes are counted in characters plus a fixed overhead: a cap, not an exact measure.
         """
-        out: list[list[object]] = []
-        size = 0
-        ids, texts = self._ids, self._texts
         last = min(self.last_seq, first + max_count - 1)
+        if last < first:
+            return first - 1
+        size = 0
+        texts = self._texts
         for seq in range(first, last + 1):
-            text = texts[seq - 1]
-            size += len(text) + 32
-            if out and size > max_bytes:
-                break
-            out.append([seq, ids[seq - 1], text])
-        return out
+            size += len(texts[seq - 1]) + 32
+            if size > max_bytes and seq > first:
+                return seq - 1
+        return last
+
+    def batch(self, first: int, max_count: int, max_bytes: int) -> list[list[object]]:
+        """Wire-ready entries [seq, raw id, text] of the batch that starts at first (see batch_end)."""
+        last = self.batch_end(first, max_count, max_bytes)
+        return [[seq, id_, text] for seq, id_, text in zip(range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last])]

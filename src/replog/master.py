@@ -18,12 +18,13 @@ from replog.commitment import Commitment
 from replog.config import MasterConfig
 from replog.durable import GroupCommit
 from replog.recovery import Answer, Donor, choose_donor, enough_answers
-from replog.http import json_errors, json_response, read_body
+from replog.http import json_errors, json_response, messages_handler, read_body
 from replog.log import Log
 from replog.progress import Status
-from replog.protocol import ApiError, WriteRequest, parse_query_int, parse_write
+from replog.protocol import ApiError, WriteRequest, parse_write
 from replog.replicator import Replicator
 from replog.storage import DiskLog
+from replog.views import MessagesView
 
 
 class BatchEncoder:
@@ -38,7 +39,7 @@ class BatchEncoder:
         key = (first, last)
         body = self._cache.get(key)
         if body is None:
-            entries = self._log.batch(first, last - first + 1, 1 << 62)
+            entries = self._log.batch(first, last - first + 1, 1 << 62)  # the range is already capped
             body = jsoncodec.dumps({"log": self._log.log_id, "entries": entries})
             if len(self._cache) >= self._size:
                 self._cache.pop(next(iter(self._cache)))
@@ -68,6 +69,7 @@ class Master:
         self.recovering = True  # until start-up recovery has consulted a majority
         self.consulted: list[str] = []  # secondaries that answered during recovery
         self._encode = BatchEncoder(self.log)
+        self.view = MessagesView(self.log)
         self._started = time.monotonic()
         self.logger = structlog.get_logger()
         self.replicators = [
@@ -305,7 +307,7 @@ class Master:
 
     def _describe(self, req: WriteRequest, first: int, last: int, acks: int) -> dict[str, Any]:
         if req.batch:
-            entries = [self.log.entry(seq).as_dict() for seq in range(first, last + 1)]
+            entries = self.log.dicts(first - 1, last - first + 1)
             return {"entries": entries, "w": req.w, "acks": acks}
         entry = self.log.entry(first)
         return {"seq": entry.seq, "id": entry.id, "text": entry.text, "w": req.w, "acks": acks}
@@ -371,13 +373,6 @@ async def post_messages(request: web.Request) -> web.Response:
     return json_response(body, status=status)
 
 
-async def get_messages(request: web.Request) -> web.Response:
-    master = request.app[MASTER]
-    since = parse_query_int(request.query, "since") or 0
-    limit = parse_query_int(request.query, "limit")
-    return json_response({"messages": master.log.dicts(since, limit)})
-
-
 async def get_health(request: web.Request) -> web.Response:
     return json_response(request.app[MASTER].health())
 
@@ -430,7 +425,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
 
     app.cleanup_ctx.append(replication)
     app.router.add_post("/messages", post_messages)
-    app.router.add_get("/messages", get_messages)
+    app.router.add_get("/messages", messages_handler(lambda app: app[MASTER].view))
     app.router.add_get("/health", get_health)
     return app
 

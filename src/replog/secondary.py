@@ -12,11 +12,12 @@ from aiohttp import web
 
 from replog.config import SecondaryConfig
 from replog.durable import GroupCommit
-from replog.http import json_errors, json_response, read_body
+from replog.http import json_errors, json_response, messages_handler, read_body
 from replog.log import Log
 from replog.protocol import ApiError, bad, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import DiskLog
+from replog.views import MessagesView
 
 
 class Secondary:
@@ -38,6 +39,7 @@ class Secondary:
             self.log.extend(loaded.entries)
             self.commit = GroupCommit(disk)
         self.buffer = ReorderBuffer(self.log)
+        self.view = MessagesView(self.log)
         self.boot = uuid.uuid4().hex  # a new one per process: tells the master we restarted
         self._rng = random.Random(config.seed)
         self.logger = structlog.get_logger()
@@ -96,13 +98,6 @@ async def post_replicate(request: web.Request) -> web.Response:
     return json_response(await secondary.replicate(await read_body(request)))
 
 
-async def get_messages(request: web.Request) -> web.Response:
-    log = request.app[SECONDARY].log
-    since = parse_query_int(request.query, "since") or 0
-    limit = parse_query_int(request.query, "limit")
-    return json_response({"messages": log.dicts(since, limit)})
-
-
 async def get_entries(request: web.Request) -> web.Response:
     """Internal: raw durable entries, for a master recovering its log at start-up."""
     secondary = request.app[SECONDARY]
@@ -141,6 +136,6 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.cleanup_ctx.append(disk_writer)
     app.router.add_post("/replicate", post_replicate)
     app.router.add_get("/entries", get_entries)
-    app.router.add_get("/messages", get_messages)
+    app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY].view))
     app.router.add_get("/health", get_health)
     return app

@@ -1,0 +1,64 @@
+"""Bodies of GET /messages, from a cache of encoded chunks.
+
+The log is append-only and an entry never changes, so a complete chunk of entries
+encodes to the same bytes forever. Complete chunks are cached (least recently used
+first out, within a byte budget) and a read of the whole log becomes a join of bytes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from replog import jsoncodec
+from replog.log import Log
+
+CHUNK = 1024  # entries per cached chunk
+
+
+class MessagesView:
+    """Encodes {"messages": [...]} for any since/limit window of one log."""
+
+    def __init__(self, log: Log, budget: int = 32 << 20) -> None:
+        self._log = log
+        self._budget = budget  # bytes of encoded chunks kept at most
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()  # chunk index -> its entries' JSON, no brackets
+        self._size = 0
+        self._log_id = log.log_id  # generated ids depend on it: a new identity empties the cache
+
+    def body(self, since: int = 0, limit: int | None = None) -> bytes:
+        log = self._log
+        if log.log_id != self._log_id:
+            self._chunks.clear()
+            self._size = 0
+            self._log_id = log.log_id
+        first = max(since, 0) + 1
+        last = log.last_seq if limit is None else min(log.last_seq, first + limit - 1)
+        parts: list[bytes] = []
+        seq = first
+        while seq <= last:
+            index = (seq - 1) // CHUNK
+            start, end = index * CHUNK + 1, (index + 1) * CHUNK
+            if seq == start and end <= last:
+                parts.append(self._chunk(index, start, end))
+                seq = end + 1
+            else:
+                stop = min(end, last)
+                parts.append(self._encode(seq, stop))
+                seq = stop + 1
+        return b'{"messages":[' + b",".join(parts) + b"]}"
+
+    def _encode(self, first: int, last: int) -> bytes:
+        return jsoncodec.dumps(self._log.dicts(first - 1, last - first + 1))[1:-1]
+
+    def _chunk(self, index: int, start: int, end: int) -> bytes:
+        data = self._chunks.get(index)
+        if data is not None:
+            self._chunks.move_to_end(index)
+            return data
+        data = self._encode(start, end)
+        if len(data) <= self._budget:
+            self._chunks[index] = data
+            self._size += len(data)
+            while self._size > self._budget:
+                self._size -= len(self._chunks.popitem(last=False)[1])
+        return data
