@@ -143,14 +143,18 @@ class Replicator:
     def _take(self, reply: Reply) -> bool:
         """Learn the secondary's position from an answer; True if it rewound."""
         p = self.progress
+        foreign = reply.seq > 0 and reply.log is not None and reply.log != self._log.log_id
         if p.status is Status.DIVERGED:
             if reply.boot == p.boot:
                 return False  # the same process, still holding the log it contradicted us with
+            if foreign:
+                p.boot = reply.boot  # a new process, but still another log: stay diverged, no flap
+                return False
             # A new process: judge its log afresh.
             self._set_status(Status.HEALTHY)
             p.boot = None
             p.match = 0
-        if reply.seq > 0 and reply.log is not None and reply.log != self._log.log_id:
+        if foreign:
             p.boot = reply.boot
             self._diverged("log_mismatch", f"the secondary holds another log ({reply.log})")
             return False
@@ -185,9 +189,11 @@ class Replicator:
                     self._status_changed(before, p.status, error=str(exc))
             else:
                 before = p.status
-                came_back = p.beat_ok(self._clock())
                 was_diverged = before is Status.DIVERGED
+                # Judge the answer's log before calling it healthy: one diverged at its first
+                # answer is reported unhealthy -> diverged, not through an unannounced healthy.
                 rewound = self._take(reply)
+                came_back = p.beat_ok(self._clock())
                 if came_back:
                     self._status_changed(before, p.status)
                 if came_back or rewound or (was_diverged and p.status is not Status.DIVERGED):
