@@ -30,12 +30,14 @@ class Reply:
     boot: str  # id of the secondary's process; a new one means it restarted
     seq: int  # highest seq it holds with no gap
     log: str | None  # identity of the log it holds
+    crc_seq: int = 0  # the seq its checksum below is for: min(seq, the seq the master asked about)
+    crc: int = 0  # its log's running checksum at crc_seq
 
 
 class Transport(Protocol):
     async def replicate(self, body: bytes) -> Reply: ...
 
-    async def health(self) -> Reply: ...
+    async def health(self, at: int) -> Reply: ...
 
     async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]: ...
 
@@ -44,9 +46,12 @@ def _reply(data: object) -> Reply:
     if not isinstance(data, dict):
         raise TransportError("answer is not a JSON object")
     boot, seq, log = data.get("boot"), data.get("seq"), data.get("log")
+    crc_seq, crc = data.get("crc_seq", 0), data.get("crc", 0)
     if not isinstance(boot, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise TransportError("answer lacks boot and seq")
-    return Reply(boot, seq, log if isinstance(log, str) else None)
+    if not isinstance(crc_seq, int) or not isinstance(crc, int) or not 0 <= crc_seq <= seq:
+        raise TransportError("answer has a malformed checksum")
+    return Reply(boot, seq, log if isinstance(log, str) else None, crc_seq, crc)
 
 
 class HttpTransport:
@@ -80,9 +85,10 @@ class HttpTransport:
             raise TransportError(f"HTTP {status}: {data.get('error') if isinstance(data, dict) else data}")
         return _reply(data)
 
-    async def health(self) -> Reply:
+    async def health(self, at: int) -> Reply:
+        """The secondary's position, with its log's checksum at min(its seq, at)."""
         try:
-            async with self._session.get(self.url + "/health", timeout=self._health_timeout) as resp:
+            async with self._session.get(f"{self.url}/health?at={at}", timeout=self._health_timeout) as resp:
                 payload = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

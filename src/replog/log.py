@@ -6,8 +6,24 @@ with the gap-free prefix its reorder buffer releases.
 
 from __future__ import annotations
 
+import zlib
+from array import array
 from dataclasses import dataclass
 from typing import Iterator, Sequence
+
+def chain(prev: int, id_: str | None, text: str) -> int:
+    """The log's running checksum after one more entry: CRC-32 of the entry, seeded with prev.
+
+    Equal checksums at a seq mean (but for a 2**-32 accident) equal logs up to that seq,
+    so one number compares two whole prefixes, as Raft's (index, term) pair does.
+    """
+    if id_ is None:
+        data = b"\x00" + text.encode()
+    else:
+        raw = id_.encode()
+        data = b"\x01" + len(raw).to_bytes(4, "little") + raw + text.encode()
+    return zlib.crc32(data, prev)
+
 
 # An entry as it travels: (seq, id or None, text). id None means "generated":
 # the id is derived from the log identity and the seq (see Log.id_of), which
@@ -33,6 +49,7 @@ class Log:
         self._prefix = log_id[:8]  # prefix of generated ids
         self._ids: list[str | None] = []  # ids[seq-1]: the client's id, or None if generated
         self._texts: list[str] = []  # texts[seq-1]
+        self._crcs = array("I")  # crcs[seq-1]: the running checksum of entries 1..seq (see chain)
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -50,6 +67,7 @@ class Log:
 
     def append(self, text: str, id: str | None = None) -> int:
         """Append one entry and return its seq."""
+        self._crcs.append(chain(self._crcs[-1] if self._crcs else 0, id, text))
         self._ids.append(id)
         self._texts.append(text)
         return len(self._texts)
@@ -57,15 +75,18 @@ class Log:
     def extend(self, items: Sequence[Item]) -> int:
         """Append items as consecutive seqs; return the first seq."""
         first = len(self._texts) + 1
+        crc = self._crcs[-1] if self._crcs else 0
+        crcs = self._crcs
         for id_, text in items:
+            crc = chain(crc, id_, text)
+            crcs.append(crc)
             self._ids.append(id_)
             self._texts.append(text)
         return first
 
-    def truncate(self, last_seq: int) -> None:
-        """Drop every entry after last_seq (a node resetting to an empty log)."""
-        del self._ids[last_seq:]
-        del self._texts[last_seq:]
+    def crc(self, seq: int) -> int:
+        """The running checksum of entries 1..seq (0 for seq 0)."""
+        return self._crcs[seq - 1] if seq > 0 else 0
 
     def id_of(self, seq: int) -> str:
         id_ = self._ids[seq - 1]

@@ -40,7 +40,8 @@ class BatchEncoder:
         body = self._cache.get(key)
         if body is None:
             entries = self._log.batch(first, last - first + 1, 1 << 62)  # the range is already capped
-            body = jsoncodec.dumps({"log": self._log.log_id, "entries": entries})
+            prev = [first - 1, self._log.crc(first - 1)]
+            body = jsoncodec.dumps({"log": self._log.log_id, "prev": prev, "entries": entries})
             if len(self._cache) >= self._size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = body
@@ -132,10 +133,12 @@ class Master:
         answers: dict[str, Answer] = {}
         while True:
             missing = [(r.url, t) for r, t in zip(self.replicators, self._transports) if r.url not in answers]
-            replies = await asyncio.gather(*(t.health() for _, t in missing), return_exceptions=True)
+            at = self.log.last_seq
+            replies = await asyncio.gather(*(t.health(at) for _, t in missing), return_exceptions=True)
             for (url, _), reply in zip(missing, replies):
                 if not isinstance(reply, BaseException):
-                    answers[url] = Answer(url, reply.log, reply.seq)
+                    agrees = reply.crc_seq == 0 or reply.crc == self.log.crc(min(reply.crc_seq, at))
+                    answers[url] = Answer(url, reply.log, reply.seq, agrees)
             if enough_answers(len(answers), self.config.nodes):
                 donor = choose_donor(self.log.log_id, self.log.last_seq, list(answers.values()))
                 if donor is None:

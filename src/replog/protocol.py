@@ -138,6 +138,11 @@ class ReplicateRequest:
 
     log_id: str
     entries: list[tuple[int, str | None, str]]
+    prev: tuple[int, int] | None  # (seq, running checksum) of the entry just before the batch
+
+
+def _uint(value: Any, bits: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value < (1 << bits)
 
 
 def parse_replicate(body: bytes) -> ReplicateRequest:
@@ -165,4 +170,9 @@ def parse_replicate(body: bytes) -> ReplicateRequest:
         if id_ is not None:
             utf8_size(id_)
         entries.append((seq, id_, text))
-    return ReplicateRequest(log_id, entries)
+    prev = data.get("prev")
+    if prev is not None:
+        if not isinstance(prev, list) or len(prev) != 2 or not _uint(prev[0], 62) or not _uint(prev[1], 32):
+            raise bad("invalid_prev", '"prev" must be [seq, checksum] of the entry before the batch')
+        prev = (prev[0], prev[1])
+    return ReplicateRequest(log_id, entries, prev)

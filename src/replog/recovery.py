@@ -15,6 +15,7 @@ class Answer:
     url: str
     log_id: str | None  # None: it holds no log yet
     seq: int  # highest seq it holds with no gap
+    agrees: bool = True  # its log matches the master's up to the shorter of the two (checksums)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def choose_donor(log_id: str | None, last_seq: int, answers: list[Answer]) -> Do
     for a in answers:
         if a.log_id is None or a.seq <= 0:
             continue
-        if last_seq > 0 and a.log_id != log_id:
+        if last_seq > 0 and (a.log_id != log_id or not a.agrees):
             continue
         if a.seq > last_seq and (best is None or a.seq > best.seq):
             best = Donor(a.url, a.log_id, a.seq)

@@ -140,27 +140,36 @@ class Replicator:
                 t.cancel()
             await asyncio.gather(sleeper, kicked, return_exceptions=True)
 
+    def _contradiction(self, reply: Reply) -> str | None:
+        """Why the secondary's log cannot be ours, or None if it agrees as far as it goes."""
+        if reply.seq > 0 and reply.log is not None and reply.log != self._log.log_id:
+            return "log_mismatch"
+        if 0 < reply.crc_seq <= self._log.last_seq and reply.crc != self._log.crc(reply.crc_seq):
+            return "entry_conflict"
+        return None
+
     def _take(self, reply: Reply) -> bool:
         """Learn the secondary's position from an answer; True if it rewound."""
         p = self.progress
-        foreign = reply.seq > 0 and reply.log is not None and reply.log != self._log.log_id
+        conflict = self._contradiction(reply)
         if p.status is Status.DIVERGED:
             if reply.boot == p.boot:
                 return False  # the same process, still holding the log it contradicted us with
-            if foreign:
-                p.boot = reply.boot  # a new process, but still another log: stay diverged, no flap
+            if conflict is not None:
+                p.boot = reply.boot  # a new process, but still a contradicting log: stay diverged, no flap
                 return False
             # A new process: judge its log afresh.
             self._set_status(Status.HEALTHY)
             p.boot = None
             p.match = 0
-        if foreign:
+        if conflict is not None:
             p.boot = reply.boot
-            self._diverged("log_mismatch", f"the secondary holds another log ({reply.log})")
+            self._diverged(conflict, f"the secondary's log contradicts ours ({conflict}, its seq {reply.seq})")
             return False
-        # A secondary never holds more of *our* log than we do; clamp so that a
-        # contradiction (say, after we lost entries) surfaces as a conflict, not as false acks.
-        rewound = p.report(reply.boot, min(reply.seq, self._log.last_seq))
+        # Trust only the position whose checksum matched ours: min(its seq, the seq we asked
+        # about). A secondary holding more than we do (we lost entries) is thus never counted
+        # for entries it may hold differently; a contradiction surfaces as a conflict.
+        rewound = p.report(reply.boot, reply.crc_seq)
         if rewound:
             self.log.info("secondary_rewound", seq=p.match)
         self._on_match(self.index, p.match)
@@ -182,7 +191,7 @@ class Replicator:
         while True:
             started = self._clock()
             try:
-                reply = await self._transport.health()
+                reply = await self._transport.health(self._log.last_seq)
             except TransportError as exc:
                 before = p.status
                 if p.beat_missed(self._suspect_after, self._unhealthy_after):

@@ -49,8 +49,18 @@ class Secondary:
         """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
-    def describe(self) -> dict[str, Any]:
-        return {"seq": self.durable, "boot": self.boot, "log": self.log.log_id if self.adopted else None}
+    def describe(self, at: int | None = None) -> dict[str, Any]:
+        """Where this secondary stands: its durable gap-free seq, and its log's checksum at
+        min(seq, at), so that the master can check the two logs agree before trusting the seq."""
+        seq = self.durable
+        crc_seq = seq if at is None else min(seq, at)
+        return {
+            "seq": seq,
+            "boot": self.boot,
+            "log": self.log.log_id if self.adopted else None,
+            "crc_seq": crc_seq,
+            "crc": self.log.crc(crc_seq),
+        }
 
     async def replicate(self, body: bytes) -> dict[str, Any]:
         req = parse_replicate(body)
@@ -72,6 +82,9 @@ class Secondary:
             self.adopted = True
             self.logger.info("log_adopted", log=req.log_id)
         last = self.log.last_seq
+        if req.prev is not None and 0 < req.prev[0] <= last and self.log.crc(req.prev[0]) != req.prev[1]:
+            self.logger.error("entry_conflict", seq=req.prev[0])
+            raise ApiError(409, "entry_conflict", f"this secondary holds other entries up to seq {req.prev[0]}", **self.describe())
         if any(seq > last + self.buffer.window for seq, _, _ in req.entries):
             raise bad("seq_out_of_window", f"entries more than {self.buffer.window} seqs past this secondary's end")
         try:
@@ -87,7 +100,7 @@ class Secondary:
                 await self.commit.wait_durable(self.commit.submit(released.first, released.items))
         if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
             raise ApiError(500, "injected_failure", "stored, then failed on purpose (--fail-rate)", **self.describe())
-        return self.describe()
+        return self.describe(at=max((seq for seq, _, _ in req.entries), default=None))
 
 
 SECONDARY = web.AppKey("secondary", Secondary)
@@ -112,8 +125,9 @@ async def get_entries(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     secondary = request.app[SECONDARY]
+    at = parse_query_int(request.query, "at")
     return json_response(
-        {"role": "secondary", **secondary.describe(), "buffered": len(secondary.buffer.pending)}
+        {"role": "secondary", **secondary.describe(at), "buffered": len(secondary.buffer.pending)}
     )
 
 

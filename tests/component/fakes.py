@@ -133,15 +133,15 @@ class FakeSecondary:
         self._store(data["log"], entries)
         if outcome == "stored_fail":
             raise TransportError("HTTP 500 (fake failure after storing)")
-        return self._answer()
+        return self._answer(max((e[0] for e in entries), default=None))
 
-    async def health(self) -> Reply:
+    async def health(self, at: int | None = None) -> Reply:
         self.health_calls += 1
         if self.down or self.health_down:
             raise TransportError("connection refused (fake down)")
         if self.health_override is not None:
             return self.health_override
-        return self._answer()
+        return self._answer(at)
 
     def _store(self, log_id: str, entries: list[tuple[int, str | None, str]]) -> None:
         if log_id != self.log.log_id or not self.adopted:
@@ -157,9 +157,12 @@ class FakeSecondary:
         self.buffer.offer(entries)
         self.max_pending = max(self.max_pending, len(self.buffer.pending))
 
-    def _answer(self) -> Reply:
-        self.acked = max(self.acked, self.log.last_seq)
-        return Reply(self.boot, self.log.last_seq, self.log.log_id if self.adopted else None)
+    def _answer(self, at: int | None = None) -> Reply:
+        """Like the real secondary: its seq, and its checksum at min(seq, at)."""
+        seq = self.log.last_seq
+        self.acked = max(self.acked, seq)
+        crc_seq = seq if at is None else min(seq, at)
+        return Reply(self.boot, seq, self.log.log_id if self.adopted else None, crc_seq, self.log.crc(crc_seq))
 
 
 class Sleeper:

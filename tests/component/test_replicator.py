@@ -301,7 +301,7 @@ async def test_stale_lower_seq_under_the_same_boot_does_not_rewind(make):
     await h.until(lambda: h.progress.match == 6, "first fill")
     sent = len(h.fake.batches)
 
-    h.fake.health_override = Reply(h.fake.boot, 2, h.log.log_id)  # a late answer from before
+    h.fake.health_override = Reply(h.fake.boot, 2, h.log.log_id, 2, h.log.crc(2))  # a late answer from before
     await h.beat()
     assert (h.progress.match, h.progress.next_seq) == (6, 7)
     await settle()

@@ -39,7 +39,9 @@ async def test_replicate_answers_gap_free_seq_boot_and_log(secondary):
     node = await secondary()
     boot = (await node.health())["boot"]
     answer = (await node.replicate([e(1), e(2, "client-id")], LOG)).ok()
-    assert answer == {"seq": 2, "boot": boot, "log": LOG}
+    from replog.log import chain
+
+    assert answer == {"seq": 2, "boot": boot, "log": LOG, "crc_seq": 2, "crc": chain(chain(0, None, "m1"), "client-id", "m2")}
     assert await node.messages() == [
         {"seq": 1, "id": f"{LOG[:8]}-1", "text": "m1"},
         {"seq": 2, "id": "client-id", "text": "m2"},

@@ -247,19 +247,3 @@ def test_adopt_refused_once_the_log_holds_entries():
         log.adopt("another-identity")
     assert log.log_id == LOG_ID
     assert log.id_of(1) == f"{LOG_ID[:8]}-1"
-
-
-def test_truncate_to_empty_allows_adopt_again():
-    log = filled(3)
-    log.truncate(0)
-    assert log.last_seq == 0
-    log.adopt("abcdefgh-new")
-    assert log.append("z") == 1
-    assert log.id_of(1) == "abcdefgh-1"
-
-
-def test_truncate_keeps_the_prefix():
-    log = filled(5)
-    log.truncate(2)
-    assert [e.text for e in log.entries()] == ["m1", "m2"]
-    assert log.append("n3") == 3
