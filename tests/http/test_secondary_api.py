@@ -236,3 +236,29 @@ async def test_unknown_routes_and_wrong_methods(secondary, method, path, status)
     reply.error(status)
     if status == 405:
         assert reply.headers.get("Allow")
+
+
+async def test_a_batch_whose_prev_checksum_contradicts_the_held_log_is_refused(secondary):
+    from replog.log import chain
+
+    node = await secondary()
+    (await node.replicate([e(1), e(2)], LOG)).ok()
+    good = chain(chain(0, None, "m1"), None, "m2")
+    data = json.dumps({"log": LOG, "prev": [2, good ^ 1], "entries": [e(3)]}).encode()
+    refused = (await node.replicate(None, data=data)).error(409, "entry_conflict")
+    assert refused["seq"] == 2
+    assert [m["text"] for m in await node.messages()] == ["m1", "m2"]  # nothing changed
+    data = json.dumps({"log": LOG, "prev": [2, good], "entries": [e(3)]}).encode()
+    assert (await node.replicate(None, data=data)).ok()["seq"] == 3
+
+
+async def test_health_gives_the_checksum_at_the_seq_asked_about(secondary):
+    from replog.log import chain
+
+    node = await secondary()
+    (await node.replicate([e(1), e(2), e(3)], LOG)).ok()
+    at_two = (await node.get("/health?at=2")).ok()
+    assert (at_two["seq"], at_two["crc_seq"], at_two["crc"]) == (3, 2, chain(chain(0, None, "m1"), None, "m2"))
+    beyond = (await node.get("/health?at=99")).ok()
+    assert beyond["crc_seq"] == 3
+    (await node.get("/health?at=-1")).error(400, "invalid_at")

@@ -247,3 +247,43 @@ def test_adopt_refused_once_the_log_holds_entries():
         log.adopt("another-identity")
     assert log.log_id == LOG_ID
     assert log.id_of(1) == f"{LOG_ID[:8]}-1"
+
+
+# -- the running checksum ---------------------------------------------------------
+
+
+def test_crc_of_seq_zero_is_zero_and_each_entry_extends_the_chain():
+    from replog.log import chain
+
+    log = Log(LOG_ID)
+    assert log.crc(0) == 0
+    log.append("a")
+    log.append("b", "client-b")
+    assert log.crc(1) == chain(0, None, "a")
+    assert log.crc(2) == chain(chain(0, None, "a"), "client-b", "b")
+
+
+def test_append_and_extend_build_the_same_chain():
+    one, many = Log(LOG_ID), Log(LOG_ID)
+    items = [(None, "x"), ("id-1", "y"), (None, "")]
+    for id_, text in items:
+        one.append(text, id_)
+    many.extend(items)
+    assert [one.crc(s) for s in range(4)] == [many.crc(s) for s in range(4)]
+
+
+@pytest.mark.parametrize(
+    "left, right",
+    [
+        ([(None, "a"), (None, "b")], [(None, "a"), (None, "c")]),  # other text at the tail
+        ([(None, "a"), (None, "b")], [(None, "z"), (None, "b")]),  # other text earlier: the chain carries it
+        ([(None, "a")], [("a", "")]),  # generated id vs a client id
+        ([("ab", "c")], [("a", "bc")]),  # id/text boundary
+        ([(None, "a\x00b")], [("a", "b")]),
+    ],
+)
+def test_different_prefixes_have_different_checksums(left, right):
+    a, b = Log(LOG_ID), Log(LOG_ID)
+    a.extend(left)
+    b.extend(right)
+    assert a.crc(a.last_seq) != b.crc(b.last_seq)

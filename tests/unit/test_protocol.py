@@ -388,3 +388,17 @@ def test_api_error_body_carries_extra_fields():
     assert err.status == 504
     assert err.body() == {"error": "write_concern_timeout", "detail": "the timeout passed first", "seq": 3, "acks": 2}
     assert str(err) == "the timeout passed first"
+
+
+@pytest.mark.parametrize("prev", [[1], [1, 2, 3], [-1, 0], [1, -5], [1, 1 << 32], ["1", 2], [True, 0], {"seq": 1}])
+def test_parse_replicate_rejects_a_malformed_prev(prev):
+    body = json.dumps({"log": "L", "prev": prev, "entries": [[1, None, "a"]]}).encode()
+    with pytest.raises(ApiError) as info:
+        parse_replicate(body)
+    assert info.value.status == 400 and info.value.code == "invalid_prev"
+
+
+def test_parse_replicate_takes_prev_as_seq_and_checksum():
+    body = json.dumps({"log": "L", "prev": [4, 123], "entries": []}).encode()
+    assert parse_replicate(body).prev == (4, 123)
+    assert parse_replicate(json.dumps({"log": "L", "entries": []}).encode()).prev is None
