@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -35,51 +35,23 @@ class Reply:
 
 
 class Transport(Protocol):
-    async def replicate(self, body: bytes) -> Reply: ...
-
-    async def health(self, at: int) -> Reply: ...
-
-    async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]: ...
-
-
-def _reply(data: object) -> Reply:
-    if not isinstance(data, dict):
-        raise TransportError("answer is not a JSON object")
-    boot, seq, log = data.get("boot"), data.get("seq"), data.get("log")
-    crc_seq, crc = data.get("crc_seq", 0), data.get("crc", 0)
-    if not isinstance(boot, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise TransportError("answer lacks boot and seq")
-    if not isinstance(crc_seq, int) or not isinstance(crc, int) or not 0 <= crc_seq <= seq:
-        raise TransportError("answer has a malformed checksum")
-    return Reply(boot, seq, log if isinstance(log, str) else None, crc_seq, crc)
-
-
-class HttpTransport:
-    """Talks to one secondary over the app's shared ClientSession."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str, *, replicate_timeout: float, health_timeout: float):
-        self.url = url
-        self._session = session
-        self._replicate_timeout = aiohttp.ClientTimeout(total=replicate_timeout)
-        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
-
-    async def replicate(self, body: bytes) -> Reply:
+    async def _exchange(self, method: str, path: str, timeout: aiohttp.ClientTimeout, body: bytes | None = None) -> tuple[int, Any]:
+        """One request: (status, decoded JSON body). TransportError if unreachable or not JSON."""
+        headers = {"Content-Type": "application/json"} if body is not None else None
         try:
-            async with self._session.post(
-                self.url + "/replicate",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=self._replicate_timeout,
-            ) as resp:
+            async with self._session.request(method, self.url + path, data=body, headers=headers, timeout=timeout) as resp:
                 payload = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
-            data = jsoncodec.loads(payload)
+            return status, jsoncodec.loads(payload)
         except jsoncodec.DecodeError:
             raise TransportError(f"HTTP {status} with a body that is not JSON") from None
-        if status == 409:
+
+    async def replicate(self, body: bytes) -> Reply:
+        status, data = await self._exchange("POST", "/replicate", self._replicate_timeout, body)
+        if status == 409 and isinstance(data, dict):
             raise Refused(str(data.get("error")), str(data.get("detail")))
         if status != 200:
             raise TransportError(f"HTTP {status}: {data.get('error') if isinstance(data, dict) else data}")
@@ -87,34 +59,16 @@ class HttpTransport:
 
     async def health(self, at: int) -> Reply:
         """The secondary's position, with its log's checksum at min(its seq, at)."""
-        try:
-            async with self._session.get(f"{self.url}/health?at={at}", timeout=self._health_timeout) as resp:
-                payload = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        status, data = await self._exchange("GET", f"/health?at={at}", self._health_timeout)
         if status != 200:
             raise TransportError(f"HTTP {status}")
-        try:
-            return _reply(jsoncodec.loads(payload))
-        except jsoncodec.DecodeError:
-            raise TransportError("health answer is not JSON") from None
+        return _reply(data)
 
     async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]:
         """Raw entries after since (at most limit) of the secondary's durable log: (log id, [[seq, id, text]])."""
-        url = f"{self.url}/entries?since={since}&limit={limit}"
-        try:
-            async with self._session.get(url, timeout=self._replicate_timeout) as resp:
-                payload = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        status, data = await self._exchange("GET", f"/entries?since={since}&limit={limit}", self._replicate_timeout)
         if status != 200:
             raise TransportError(f"HTTP {status}")
-        try:
-            data = jsoncodec.loads(payload)
-        except jsoncodec.DecodeError:
-            raise TransportError("entries answer is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
             raise TransportError("entries answer lacks entries")
         log = data.get("log")
