@@ -35,6 +35,34 @@ class Reply:
 
 
 class Transport(Protocol):
+    async def replicate(self, body: bytes) -> Reply: ...
+
+    async def health(self, at: int) -> Reply: ...
+
+    async def entries(self, since: int, limit: int) -> tuple[str | None, list[list[object]]]: ...
+
+
+def _reply(data: object) -> Reply:
+    if not isinstance(data, dict):
+        raise TransportError("answer is not a JSON object")
+    boot, seq, log = data.get("boot"), data.get("seq"), data.get("log")
+    crc_seq, crc = data.get("crc_seq", 0), data.get("crc", 0)
+    if not isinstance(boot, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise TransportError("answer lacks boot and seq")
+    if not isinstance(crc_seq, int) or not isinstance(crc, int) or not 0 <= crc_seq <= seq:
+        raise TransportError("answer has a malformed checksum")
+    return Reply(boot, seq, log if isinstance(log, str) else None, crc_seq, crc)
+
+
+class HttpTransport:
+    """Talks to one secondary over the app's shared ClientSession."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, replicate_timeout: float, health_timeout: float):
+        self.url = url
+        self._session = session
+        self._replicate_timeout = aiohttp.ClientTimeout(total=replicate_timeout)
+        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
+
     async def _exchange(self, method: str, path: str, timeout: aiohttp.ClientTimeout, body: bytes | None = None) -> tuple[int, Any]:
         """One request: (status, decoded JSON body). TransportError if unreachable or not JSON."""
         headers = {"Content-Type": "application/json"} if body is not None else None
