@@ -156,7 +156,7 @@ def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log
 
     app.on_startup.append(announce)
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True, loop=loop)
+        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True, loop=loop, shutdown_timeout=2.0)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

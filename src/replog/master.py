@@ -232,7 +232,9 @@ class Master:
         last = first + len(req.texts) - 1
         acks, met = await self._wait(last, req.w, req.timeout)
         body = self._describe(req, first, last, acks)
-        if not met:
+        if met:
+            self.logger.debug("write_concern_met", seq=last, w=req.w, acks=acks)
+        else:
             self.logger.info("write_concern_timeout", seq=last, w=req.w, acks=acks)
             raise ApiError(
                 504,
