@@ -139,6 +139,9 @@ def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log
     logs.configure(log_format, log_level, role=role, port=port)
     import structlog
 
+    import aiohttp.web_server
+
+    from replog.http import JsonErrorHandler
     from replog.storage import CorruptLogError
 
     log = structlog.get_logger()
@@ -156,6 +159,7 @@ def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log
 
     app.on_startup.append(announce)
     try:
+        aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
         web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True, loop=loop, shutdown_timeout=2.0)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

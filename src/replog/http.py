@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from replog import jsoncodec
 from replog.protocol import ApiError, parse_query_int
@@ -64,6 +64,35 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "payload_too_large", "the request body is larger than this node accepts") from None
+    except web.RequestPayloadError:
+        # aiohttp could not decode the body: a Content-Encoding that does not decompress, say.
+        raise ApiError(400, "invalid_body", "the request body cannot be decoded as its headers say") from None
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """Expect: 100-continue as aiohttp answers it, but an unknown expectation is a JSON 417."""
+    expect = request.headers.get("Expect", "")
+    if request.version != (1, 1):
+        return None
+    if expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+    return error_response(417, "expectation_failed", f"this node cannot meet the expectation {expect!r}")
+
+
+class JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp answers the requests its HTTP parser refuses (and its own failures) itself, before any
+    middleware runs; this gives those answers the JSON body every other error has."""
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        resp = super().handle_error(request, status, exc, message)  # logs, and closes the connection
+        detail = "the request is not well-formed HTTP/1.1" if status == 400 else "the node could not handle the request"
+        if isinstance(resp, web.Response):
+            resp.body = jsoncodec.dumps({"error": _CODES.get(status, "http_error"), "detail": detail})
+            resp.content_type = "application/json"
+        return resp
 
 
 def messages_handler(view_of: Callable[[web.Application], MessagesView]) -> Handler:

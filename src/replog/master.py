@@ -18,7 +18,7 @@ from replog.commitment import Commitment
 from replog.config import MasterConfig
 from replog.durable import GroupCommit
 from replog.recovery import Answer, Donor, choose_donor, enough_answers
-from replog.http import json_errors, json_response, messages_handler, read_body
+from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
 from replog.log import Log
 from replog.progress import Status
 from replog.protocol import ApiError, WriteRequest, parse_write
@@ -429,7 +429,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 disk.close()
 
     app.cleanup_ctx.append(replication)
-    app.router.add_post("/messages", post_messages)
+    app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
     app.router.add_get("/messages", messages_handler(lambda app: app[MASTER].view))
     app.router.add_get("/health", get_health)
     return app

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from replog.config import SecondaryConfig
 from replog.durable import GroupCommit
-from replog.http import json_errors, json_response, messages_handler, read_body
+from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
 from replog.log import Log
 from replog.protocol import ApiError, bad, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
@@ -66,21 +66,15 @@ class Secondary:
         req = parse_replicate(body)
         if self.config.delay > 0:
             await asyncio.sleep(self.config.delay)
-        if req.log_id != self.log.log_id or not self.adopted:
-            if self.log.last_seq > 0 and self.adopted:
-                self.logger.error("log_mismatch", ours=self.log.log_id, theirs=req.log_id)
-                raise ApiError(
-                    409,
-                    "log_mismatch",
-                    f"this secondary holds another log ({self.log.log_id}); restart it empty to rejoin",
-                    **self.describe(),
-                )
-            self.log.adopt(req.log_id)
-            self.buffer.reset()
-            if self.commit is not None:
-                self.commit.disk.set_log_id(req.log_id)
-            self.adopted = True
-            self.logger.info("log_adopted", log=req.log_id)
+        adopting = req.log_id != self.log.log_id or not self.adopted
+        if adopting and self.log.last_seq > 0 and self.adopted:
+            self.logger.error("log_mismatch", ours=self.log.log_id, theirs=req.log_id)
+            raise ApiError(
+                409,
+                "log_mismatch",
+                f"this secondary holds another log ({self.log.log_id}); restart it empty to rejoin",
+                **self.describe(),
+            )
         last = self.log.last_seq
         if req.prev is not None and 0 < req.prev[0] <= last and self.log.crc(req.prev[0]) != req.prev[1]:
             self.logger.error("entry_conflict", seq=req.prev[0])
@@ -92,6 +86,13 @@ class Secondary:
         except Conflict as exc:
             self.logger.error("entry_conflict", seq=exc.seq)
             raise ApiError(409, "entry_conflict", str(exc), **self.describe()) from None
+        if adopting:  # only once the batch is known to be acceptable: a refused batch changes nothing
+            self.log.adopt(req.log_id)
+            self.buffer.reset()
+            if self.commit is not None:
+                self.commit.disk.set_log_id(req.log_id)
+            self.adopted = True
+            self.logger.info("log_adopted", log=req.log_id)
         released = self.buffer.offer(req.entries)
         if released.items:
             self.logger.debug("stored", first=released.first, last=self.log.last_seq)
@@ -148,7 +149,7 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
                 secondary.commit.disk.close()  # type: ignore[union-attr]
 
     app.cleanup_ctx.append(disk_writer)
-    app.router.add_post("/replicate", post_replicate)
+    app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY].view))
     app.router.add_get("/health", get_health)
