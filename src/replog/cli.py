@@ -58,7 +58,7 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-body-bytes", type=click.IntRange(1), default=64 << 20, show_default=True, envvar="REPLOG_MAX_BODY_BYTES", help="Largest request body accepted (413 beyond)."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_DATA_DIR", help="Keep the log on disk in this directory (default: in memory)."),
         click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_FSYNC", help="With --data-dir: fsync before a write counts as held (always), or leave flushing to the OS (never)."),
-        click.option("--loop", "loop_name", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True, envvar="REPLOG_LOOP", help="Event loop: uvloop when installed (auto), or the standard asyncio loop."),
+        click.option("--loop", "loop_name", type=click.Choice(["asyncio", "uvloop", "auto"]), default="asyncio", show_default=True, envvar="REPLOG_LOOP", help="Event loop: the standard one (measured as fast as uvloop for replog's nodes), uvloop, or uvloop when installed (auto)."),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True, envvar="REPLOG_LOG_FORMAT", help="Console lines on a terminal, JSON lines otherwise (auto)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True, envvar="REPLOG_LOG_LEVEL", help="Least severe events to log."),
     ]
