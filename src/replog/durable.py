@@ -84,5 +84,5 @@ class GroupCommit:
 
     def _write(self, chunks: list[tuple[int, Sequence[Item]]]) -> None:
         for first, items in chunks:
-            self.disk.append(first, items)
+            self.disk.append(first, items, atomic=True)  # a torn batch is dropped whole at load
         self.disk.sync()

@@ -95,13 +95,18 @@ class JsonErrorHandler(web_protocol.RequestHandler):
         return resp
 
 
-def messages_handler(view_of: Callable[[web.Application], MessagesView]) -> Handler:
-    """GET /messages[?since=SEQ][&limit=N] of a node, whichever its role."""
+def messages_handler(source: Callable[[web.Application], Any]) -> Handler:
+    """GET /messages[?since=SEQ][&limit=N] of a node, whichever its role.
+
+    source(app) is the node: its .view encodes, and nothing past its .readable seq is
+    shown (with a data dir, what is on disk: nothing a crash could take back).
+    """
 
     async def get_messages(request: web.Request) -> web.Response:
         since = parse_query_int(request.query, "since") or 0
         limit = parse_query_int(request.query, "limit")
-        body = view_of(request.app).body(since, limit)
+        node = source(request.app)
+        body = node.view.body(since, limit, node.readable)
         return web.Response(body=body, content_type="application/json")
 
     return get_messages

@@ -100,6 +100,11 @@ class Master:
         """Highest seq the master itself holds (on disk, with a data dir)."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
+    @property
+    def readable(self) -> int:
+        """Reads show entries up to here: with a data dir, nothing a crash could take back."""
+        return self.held
+
     def _index(self, first: int, last: int) -> None:
         """Register the client ids of entries first..last (after a load or a recovery).
 
@@ -346,7 +351,8 @@ class Master:
         return {
             "role": "master",
             "status": self.status,
-            "seq": last,
+            "seq": self.held,
+            "appended_seq": last,
             "quorum": self.config.majority,
             "nodes": self.config.nodes,
             "available": self._available(),
@@ -354,7 +360,6 @@ class Master:
             "waiting_writes": self.commitment.waiting,
             "recovering": self.recovering,
             "unconsulted": [] if self.recovering else [r.url for r in self.replicators if r.url not in self.consulted],
-            "held_seq": self.held,
             "fsyncs": None if self.commit is None else self.commit.syncs,
             "uptime": round(now - self._started, 3),
             "secondaries": secondaries,
@@ -430,7 +435,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
 
     app.cleanup_ctx.append(replication)
     app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
-    app.router.add_get("/messages", messages_handler(lambda app: app[MASTER].view))
+    app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     return app
 

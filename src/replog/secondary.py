@@ -49,6 +49,10 @@ class Secondary:
         """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
+    @property
+    def readable(self) -> int:
+        return self.durable
+
     def describe(self, at: int | None = None) -> dict[str, Any]:
         """Where this secondary stands: its durable gap-free seq, and its log's checksum at
         min(seq, at), so that the master can check the two logs agree before trusting the seq."""
@@ -151,6 +155,6 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.cleanup_ctx.append(disk_writer)
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
-    app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY].view))
+    app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     return app

@@ -18,7 +18,9 @@ A node keeps its log in a directory ``data_dir`` with two files:
         4       4     crc          u32  zlib.crc32(payload)
         -- payload (payload_len bytes, at least 12) --
         8       8     seq          u64  entry sequence number
-        16      4     id_field     u32  0 when id is None, else len(id_utf8) + 1
+        16      4     id_field     u32  low 31 bits: 0 when id is None, else
+                                        len(id_utf8) + 1; high bit: more records
+                                        of the same atomic append follow
         20      k     id_utf8           k = id_field - 1 (absent when id is None)
         20+k    m     text_utf8         m = payload_len - 12 - k
 
@@ -44,6 +46,10 @@ Recovery rule (applied by :meth:`DiskLog.load`)
       crash only damages the end of the file, so valid data after a bad record
       means the bad bytes are not a torn write (e.g. a flipped bit in the
       length of a record in the middle must not silently drop its successors).
+
+    After that, a trailing group of an atomic append whose last record (the one
+    without the "more" bit) is missing is dropped as well, so an append torn by a
+    crash leaves nothing of itself: a batch is on disk whole or not at all.
 
     A record whose checksum matches but whose content is wrong (seq not
     previous + 1, id_field too large, invalid UTF-8) is always
@@ -206,7 +212,7 @@ class DiskLog:
         os.replace(tmp, self._meta_path)
         self._fsync_dir()
 
-    def append(self, first_seq: int, entries: Sequence[tuple[str | None, str]]) -> None:
+    def append(self, first_seq: int, entries: Sequence[tuple[str | None, str]], *, atomic: bool = False) -> None:
         """Append entries as seqs first_seq, first_seq+1, ... with one write.
 
         ``first_seq`` must be last_seq + 1 (ValueError otherwise).  Not
@@ -218,7 +224,7 @@ class DiskLog:
             raise ValueError(f"append at seq {first_seq}, expected {self.last_seq + 1}")
         if not entries:
             return
-        buf = encode_records(first_seq, entries)
+        buf = encode_records(first_seq, entries, atomic=atomic)
         try:
             _write_all(fd, buf)
         except BaseException:
@@ -291,23 +297,34 @@ class DiskLog:
 # ------------------------------------------------------------------ encoding
 
 
-def encode_records(first_seq: int, entries: Sequence[tuple[str | None, str]]) -> bytes:
+# High bit of id_field: more records of the same append follow this one. A crash can
+# tear an append; load() drops a trailing append whose last record never made it, so a
+# batch is on disk all or nothing.
+_MORE = 0x80000000
+
+
+def encode_records(first_seq: int, entries: Sequence[tuple[str | None, str]], *, atomic: bool = False) -> bytes:
     """Encode entries as consecutive records starting at ``first_seq``.
 
-    Raises ValueError for an entry too large for a u32 length.
+    With atomic, every record but the last carries the "more follows" bit, so that
+    load() keeps the group whole or not at all. Raises ValueError for an entry too large.
     """
     pack_header = _HEADER.pack
     pack_payload = _PAYLOAD_HEADER.pack
     parts: list[bytes] = []
     add = parts.append
     seq = first_seq
+    last = first_seq + len(entries) - 1
     try:
         for ident, text in entries:
+            more = _MORE if atomic and seq != last else 0
             if ident is None:
-                payload = pack_payload(seq, 0) + text.encode()
+                payload = pack_payload(seq, more) + text.encode()
             else:
                 raw_id = ident.encode()
-                payload = pack_payload(seq, len(raw_id) + 1) + raw_id + text.encode()
+                if len(raw_id) + 1 >= _MORE:
+                    raise ValueError(f"cannot encode entry with seq {seq}: id too long")
+                payload = pack_payload(seq, (len(raw_id) + 1) | more) + raw_id + text.encode()
             add(pack_header(len(payload), crc32(payload)))
             add(payload)
             seq += 1
@@ -332,17 +349,22 @@ def _decode_records(data: bytes, path: str) -> tuple[list[tuple[str | None, str]
     size = len(data)
     off = 0
     expected = 1
+    whole_end, whole_count = 0, 0  # where the last complete append ends, and its entry count
     # The hot loop is written out inline on purpose: a million records must
     # decode in a couple of seconds.
     while off < size:
         if size - off < _HEADER_SIZE:
-            return entries, _torn_or_raise(data, off, expected, path, "short header")
+            end = _torn_or_raise(data, off, expected, path, "short header")
+            return _whole(entries, end, whole_end, whole_count)
         length, crc = unpack_header(data, off)
         start = off + _HEADER_SIZE
         end = start + length
         if length < _MIN_PAYLOAD or end > size or crc32(data[start:end]) != crc:
-            return entries, _torn_or_raise(data, off, expected, path, _why_bad(data, off))
+            torn = _torn_or_raise(data, off, expected, path, _why_bad(data, off))
+            return _whole(entries, torn, whole_end, whole_count)
         seq, id_field = unpack_payload(data, start)
+        more = id_field & _MORE
+        id_field &= ~_MORE
         if seq != expected:
             raise CorruptLogError(path, off, f"seq {seq} where {expected} was expected")
         body = start + _MIN_PAYLOAD
@@ -358,7 +380,17 @@ def _decode_records(data: bytes, path: str) -> tuple[list[tuple[str | None, str]
             raise CorruptLogError(path, off, f"invalid UTF-8 ({exc.reason})") from None
         expected += 1
         off = end
-    return entries, off
+        if not more:
+            whole_end, whole_count = off, len(entries)
+    return _whole(entries, off, whole_end, whole_count)
+
+
+def _whole(entries: list[tuple[str | None, str]], end: int, whole_end: int, whole_count: int) -> tuple[list[tuple[str | None, str]], int]:
+    """Entries and end offset cut back to the last complete append (a torn group is dropped whole)."""
+    if whole_end < end:
+        del entries[whole_count:]
+        return entries, whole_end
+    return entries, end
 
 
 def _why_bad(data: bytes, off: int) -> str:

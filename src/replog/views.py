@@ -25,14 +25,16 @@ class MessagesView:
         self._size = 0
         self._log_id = log.log_id  # generated ids depend on it: a new identity empties the cache
 
-    def body(self, since: int = 0, limit: int | None = None) -> bytes:
+    def body(self, since: int = 0, limit: int | None = None, upto: int | None = None) -> bytes:
+        """The entries after since, at most limit of them, none past upto (default: the log's end)."""
         log = self._log
         if log.log_id != self._log_id:
             self._chunks.clear()
             self._size = 0
             self._log_id = log.log_id
         first = max(since, 0) + 1
-        last = log.last_seq if limit is None else min(log.last_seq, first + limit - 1)
+        end = log.last_seq if upto is None else min(upto, log.last_seq)
+        last = end if limit is None else min(end, first + limit - 1)
         parts: list[bytes] = []
         seq = first
         while seq <= last:

@@ -294,3 +294,32 @@ def test_fsync_true_sync_fsyncs_data_file(tmp_path: Path, fsync_calls: list[int]
     assert len(fsync_calls) == 1
     assert os.fstat(fsync_calls[0]).st_ino == data_file(tmp_path).stat().st_ino
     log.close()
+
+
+# -- atomic appends -------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    groups=st.lists(st.lists(entry_st, min_size=1, max_size=5), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_a_torn_atomic_append_is_dropped_whole(tmp_path: Path, groups: list[list[Entry]], data: st.DataObject) -> None:
+    """Cut the file anywhere: what loads is exactly the appends that were whole before the cut."""
+    d = tmp_path / uuid.uuid4().hex
+    log = DiskLog(d, fsync=False)
+    log.load()
+    ends = []  # file size after each append
+    seq = 1
+    for group in groups:
+        log.append(seq, group, atomic=True)
+        seq += len(group)
+        ends.append(os.path.getsize(d / "log.dat"))
+    log.close()
+    cut = data.draw(st.integers(0, ends[-1]), label="cut")
+    with open(d / "log.dat", "r+b") as f:
+        f.truncate(cut)
+    whole = [g for g, end in zip(groups, ends) if end <= cut]
+    loaded = DiskLog(d, fsync=False).load()
+    assert loaded.entries == [e for g in whole for e in g]
+    assert os.path.getsize(d / "log.dat") == (max([e for e in ends if e <= cut], default=0))
