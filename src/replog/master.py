@@ -88,6 +88,7 @@ class Master:
                 heartbeat_interval=config.heartbeat_interval,
                 suspect_after=config.suspect_after,
                 unhealthy_after=config.unhealthy_after,
+                upto=lambda: self.held,
                 **replicator_kw,
             )
             for i, (url, transport) in enumerate(zip(config.secondaries, transports))
@@ -195,6 +196,12 @@ class Master:
             fut = waiter.token
             if not fut.done():
                 fut.set_result(None)
+
+    def durable_to(self, seq: int) -> None:
+        """The master's own copy is on disk up to seq: it counts as one ack, and may be sent on."""
+        self._on_match(0, seq)
+        for r in self.replicators:
+            r.notify()
 
     def _on_status(self, node: int, before: Status, after: Status) -> None:
         writable = self._has_quorum()
@@ -413,7 +420,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
         master = Master(config, transports, log=log, commit=None, **replicator_kw)
         tasks: list[asyncio.Task[Any]] = []
         if disk is not None:
-            master.commit = GroupCommit(disk, on_durable=lambda seq: master._on_match(0, seq))
+            master.commit = GroupCommit(disk, on_durable=master.durable_to)
             tasks.append(asyncio.create_task(master.commit.run(), name="group commit"))
         app[MASTER] = master
 

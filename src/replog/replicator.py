@@ -46,6 +46,7 @@ class Replicator:
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        upto: Callable[[], int] | None = None,
     ) -> None:
         self.index = index  # this secondary's node index in the Commitment (the master is 0)
         self.url = url
@@ -64,6 +65,9 @@ class Replicator:
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
+        # The last seq that may be sent: the master's durable end with a data dir, so that no
+        # secondary ever holds an entry a crash of the master could take back.
+        self._upto = upto if upto is not None else (lambda: log.last_seq)
         self._wake = asyncio.Event()  # one-slot trigger: there may be something to send
         self._kick = asyncio.Event()  # the secondary came back or restarted: stop waiting, resend
         self._inflight: asyncio.Task[Reply] | None = None
@@ -85,7 +89,7 @@ class Replicator:
 
     def _ready(self) -> bool:
         p = self.progress
-        return p.status not in (Status.UNHEALTHY, Status.DIVERGED) and p.next_seq <= self._log.last_seq
+        return p.status not in (Status.UNHEALTHY, Status.DIVERGED) and p.next_seq <= self._upto()
 
     async def _drain_loop(self) -> None:
         p = self.progress
@@ -95,7 +99,8 @@ class Replicator:
                 self._wake.clear()
                 continue
             first = p.next_seq
-            last = first + len(self._log.batch(first, self._batch_max_count, self._batch_max_bytes)) - 1
+            count = min(self._batch_max_count, self._upto() - first + 1)
+            last = self._log.batch_end(first, count, self._batch_max_bytes)
             body = self._encode(first, last)
             self._kick.clear()
             p.sent(last)
