@@ -147,5 +147,8 @@ class Log:
 
     def batch(self, first: int, max_count: int, max_bytes: int) -> list[list[object]]:
         """Wire-ready entries [seq, raw id, text] of the batch that starts at first (see batch_end)."""
-        last = self.batch_end(first, max_count, max_bytes)
+        return self.wire(first, self.batch_end(first, max_count, max_bytes))
+
+    def wire(self, first: int, last: int) -> list[list[object]]:
+        """Wire-ready entries [seq, raw id, text] for seqs first..last."""
         return [[seq, id_, text] for seq, id_, text in zip(range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last])]

@@ -39,7 +39,7 @@ class BatchEncoder:
         key = (first, last)
         body = self._cache.get(key)
         if body is None:
-            entries = self._log.batch(first, last - first + 1, 1 << 62)  # the range is already capped
+            entries = self._log.wire(first, last)  # the replicator has capped the range
             prev = [first - 1, self._log.crc(first - 1)]
             body = jsoncodec.dumps({"log": self._log.log_id, "prev": prev, "entries": entries})
             if len(self._cache) >= self._size:
