@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from replog.cluster import ClusterError, http_json, wait_until
+from replog.tools.cluster import ClusterError, http_json, wait_until
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"  # the Procfile's master
 DEFAULT_SECONDARIES = ("http://127.0.0.1:8001", "http://127.0.0.1:8002")  # S1, then the delayed S2

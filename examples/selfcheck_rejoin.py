@@ -42,7 +42,7 @@ from _selfcheck import (
     url,
     wait_for,
 )
-from replog.cluster import ClusterError, LocalCluster, wait_until
+from replog.tools.cluster import ClusterError, LocalCluster, wait_until
 
 FAST = 1.0  # "at once": a write that waits for nobody slow answers well within this many seconds
 CATCH_UP = 60.0  # S2 holds everything within this many seconds of answering (even with the Procfile's 3 s delay)

@@ -32,7 +32,7 @@ from _selfcheck import (
     url,
     wait_for,
 )
-from replog.cluster import ClusterError, LocalCluster
+from replog.tools.cluster import ClusterError, LocalCluster
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

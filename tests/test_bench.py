@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from replog.bench import SCENARIOS
+from replog.tools.bench import SCENARIOS
 
 TINY = ["--requests", "200", "--batch-requests", "5", "--batch-size", "20", "--catchup-messages", "500", "--heartbeat-interval", "0.2"]
 
@@ -61,7 +61,7 @@ def test_external_master_refuses_catchup() -> None:
 def test_a_cluster_that_does_not_start_is_a_clear_error(tmp_path) -> None:
     import click
 
-    from replog.bench import _start_cluster
+    from replog.tools.bench import _start_cluster
 
     with pytest.raises(click.ClickException, match="did not start with --data-dir"):
         _start_cluster(str(tmp_path), "never", None, ("--no-such-option",))

@@ -275,5 +275,5 @@ async def health(master_url: str, as_json: bool) -> None:
         contact = "never" if s["last_contact"] is None else f"{s['last_contact']:.1f}s ago"
         click.echo(f"  {s['url']}  {s['status']:<9}  seq={s['seq']}  lag={s['lag']}  contact={contact}")
 
-from replog.bench import bench  # noqa: E402
+from replog.tools.bench import bench  # noqa: E402
 main.add_command(bench)

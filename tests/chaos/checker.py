@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from replog.cluster import ClusterError, LocalCluster, Node, http_json
+from replog.tools.cluster import ClusterError, LocalCluster, Node, http_json
 
 from .workload import ALLOWED_STATUSES, Op, answered_entries
 

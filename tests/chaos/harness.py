@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from replog.cluster import ClusterError, LocalCluster
+from replog.tools.cluster import ClusterError, LocalCluster
 
 from .checker import History, Sampler, check_final, converge
 from .nemesis import Nemesis, schedule

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from replog.cluster import ClusterError, LocalCluster
+from replog.tools.cluster import ClusterError, LocalCluster
 
 from .proxy import Mode, Proxy
 

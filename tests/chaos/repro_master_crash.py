@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from replog.cluster import LocalCluster, http_json
+from replog.tools.cluster import LocalCluster, http_json
 
 
 def short(text: str) -> str:

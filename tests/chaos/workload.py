@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from replog.cluster import http_json
+from replog.tools.cluster import http_json
 
 # Answers a write may get from a correct master under faults; anything else is a violation.
 ALLOWED_STATUSES = frozenset({200, 201, 503, 504})

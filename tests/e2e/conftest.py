@@ -13,7 +13,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import pytest
 
-from replog.cluster import LocalCluster, Node, free_port
+from replog.tools.cluster import LocalCluster, Node, free_port
 
 TAIL_LINES = 40
 

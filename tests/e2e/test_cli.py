@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from replog.cluster import Node, free_port, wait_until
+from replog.tools.cluster import Node, free_port, wait_until
 
 REPLOG = str(Path(sys.executable).with_name("replog"))  # the console script of this venv
 

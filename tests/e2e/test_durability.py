@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from replog.cluster import LocalCluster, Node, http_json, wait_until
+from replog.tools.cluster import LocalCluster, Node, http_json, wait_until
 
 HEADER = struct.Struct("<II")  # payload_len, crc32 of the payload: one record of log.dat
 PAYLOAD_HEADER = struct.Struct("<QI")  # seq, id_field: the payload's first bytes

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from replog.cluster import wait_until
+from replog.tools.cluster import wait_until
 
 
 def secondary_view(master, node) -> dict:

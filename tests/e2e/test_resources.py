@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from replog.cluster import LocalCluster, http_json, wait_until
+from replog.tools.cluster import LocalCluster, http_json, wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
 

@@ -6,7 +6,7 @@ They assert orders and conditions (who holds what when an answer arrives), not d
 
 from __future__ import annotations
 
-from replog.cluster import wait_until
+from replog.tools.cluster import wait_until
 
 
 def texts(node) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from replog.cluster import http_json, wait_until
+from replog.tools.cluster import http_json, wait_until
 
 
 def post(c, body: dict, http_timeout: float = 60.0) -> tuple[int, dict]:

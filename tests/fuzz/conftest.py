@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from replog.cluster import LocalCluster, Node
+from replog.tools.cluster import LocalCluster, Node
 
 TAIL_LINES = 40
 

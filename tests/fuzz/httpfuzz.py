@@ -19,7 +19,7 @@ from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from replog.cluster import Node, http_json
+from replog.tools.cluster import Node, http_json
 
 HOST = "127.0.0.1"
 ANSWER_TIMEOUT = 10.0  # seconds: a node under fuzz that takes longer than this is hung

@@ -49,7 +49,7 @@ from httpfuzz import (
     texts,
     weighted,
 )
-from replog.cluster import LocalCluster, http_json
+from replog.tools.cluster import LocalCluster, http_json
 
 MAX_MESSAGE = 256  # --max-message-bytes of the master under fuzz
 MAX_BODY = 4096  # --max-body-bytes

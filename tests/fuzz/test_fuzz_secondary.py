@@ -42,7 +42,7 @@ from httpfuzz import (
     surrogate_texts,
     texts,
 )
-from replog.cluster import Node, free_port, http_json
+from replog.tools.cluster import Node, free_port, http_json
 
 MAX_BODY = 65536  # --max-body-bytes of the secondary under fuzz
 WINDOW = 10_000_000  # entries this far past a secondary's end are refused (seq_out_of_window)

@@ -18,7 +18,7 @@ readexactly in a coroutine per client) cost 28-31 µs. Against the replog master
 clients) it costs 40-50 µs per request, as each answer then arrives on a loop wake-up of its own,
 while the master spends 200-250 µs per request and is the process at the limit.
 
-One process runs one scenario: `python -m replog.loadgen SPEC_JSON`. It talks to its parent in
+One process runs one scenario: `python -m replog.tools.loadgen SPEC_JSON`. It talks to its parent in
 JSON lines on stdout:
 
     {"ready": true}          every connection is open; the parent snapshots CPU counters, then

@@ -1,7 +1,7 @@
 """`replog bench`: how fast replog takes writes at each write concern, how fast a secondary
 catches up, and how fast the master serves its whole log — one command, one table.
 
-It starts a master and two in-memory secondaries as subprocesses (`replog.cluster.LocalCluster`),
+It starts a master and two in-memory secondaries as subprocesses (`replog.tools.cluster.LocalCluster`),
 or targets a running cluster with `--master URL`, and runs these scenarios in order:
 
     w1        single-message POSTs, w=1, --clients concurrent clients
@@ -21,7 +21,7 @@ Each row gives the rate (writes/s, messages/s for batches, entries/s for reads),
 latency, errors (non-2xx answers and failed connections), each node's peak RSS (VmHWM) and the
 CPU seconds of the load generator and of the master over the same window.
 
-The load generator (replog.loadgen) is a separate process speaking bare HTTP/1.1 from protocol
+The load generator (replog.tools.loadgen) is a separate process speaking bare HTTP/1.1 from protocol
 callbacks (uvloop when importable), so it costs a fraction of what the master spends per request;
 the table's footer states the measured ratio on every run. On the 2-core AMD EPYC this was built
 on, shared with other test runs, full runs gave: generator 47-48 µs of CPU per
@@ -49,8 +49,9 @@ from typing import Any, TextIO
 
 import click
 
-from replog import __version__, loadgen
-from replog.cluster import ClusterError, LocalCluster, http_json, wait_until
+from replog import __version__
+from replog.tools import loadgen
+from replog.tools.cluster import ClusterError, LocalCluster, http_json, wait_until
 
 SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read")
 THROUGHPUT = ("w1", "majority", "all")  # the scenarios where the generator could be the bottleneck
@@ -269,7 +270,7 @@ class Bench:
             "loop": self.settings.loop,
             "stall_timeout": STALL_TIMEOUT,
         }
-        cmd = [sys.executable, "-m", "replog.loadgen", json.dumps(spec)]
+        cmd = [sys.executable, "-m", "replog.tools.loadgen", json.dumps(spec)]
         before: dict[str, tuple[int, float]] = {}
         result = None
         window = 0.0
