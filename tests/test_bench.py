@@ -65,3 +65,24 @@ def test_a_cluster_that_does_not_start_is_a_clear_error(tmp_path) -> None:
 
     with pytest.raises(click.ClickException, match="did not start with --data-dir"):
         _start_cluster(str(tmp_path), "never", None, ("--no-such-option",))
+
+
+def test_the_command_offers_exactly_the_scenarios_the_bench_runs() -> None:
+    from replog.cli import BENCH_SCENARIOS
+
+    assert BENCH_SCENARIOS == SCENARIOS
+
+
+def test_no_node_module_nor_the_cli_imports_the_tools() -> None:
+    """`replog master` and `replog secondary` load only modules outside replog.tools; importing all of
+    them, in a fresh interpreter, must leave replog.tools unloaded."""
+    code = (
+        "import importlib, pkgutil, sys, replog\n"
+        "names = [m.name for m in pkgutil.iter_modules(replog.__path__) if m.name != 'tools']\n"
+        "assert 'cli' in names and 'master' in names and 'secondary' in names, names\n"
+        "for name in names: importlib.import_module('replog.' + name)\n"
+        "print(' '.join(sorted(n for n in sys.modules if n.startswith('replog.tools'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

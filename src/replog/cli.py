@@ -275,5 +275,33 @@ async def health(master_url: str, as_json: bool) -> None:
         contact = "never" if s["last_contact"] is None else f"{s['last_contact']:.1f}s ago"
         click.echo(f"  {s['url']}  {s['status']:<9}  seq={s['seq']}  lag={s['lag']}  contact={contact}")
 
-from replog.tools.bench import bench  # noqa: E402
-main.add_command(bench)
+
+# -- tooling ---------------------------------------------------------------------
+# Declared here, run from replog.tools: a node never imports that package, and this module imports it
+# only inside the command that needs it.
+
+BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read")  # replog.tools.bench.SCENARIOS
+
+
+@main.command()
+@click.option("--master", "master_url", default=None, envvar="REPLOG_BENCH_MASTER", help="Bench a running cluster at this master URL (the catch-up scenario is skipped). Default: start a local cluster of a master and 2 secondaries.")
+@click.option("--requests", type=click.IntRange(1), default=20_000, show_default=True, envvar="REPLOG_BENCH_REQUESTS", help="Single-message POSTs per scenario (the one-client latency scenario runs a quarter of them).")
+@click.option("--clients", type=click.IntRange(1), default=32, show_default=True, envvar="REPLOG_BENCH_CLIENTS", help="Concurrent clients (connections) of the single-message scenarios.")
+@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True, envvar="REPLOG_BENCH_BATCH_SIZE", help="Messages per batch POST.")
+@click.option("--batch-requests", type=click.IntRange(1), default=None, envvar="REPLOG_BENCH_BATCH_REQUESTS", help="Batch POSTs of the batch scenario (default: --requests / 20).")
+@click.option("--catchup-messages", type=click.IntRange(1), default=100_000, show_default=True, envvar="REPLOG_BENCH_CATCHUP_MESSAGES", help="Messages written while a secondary is down, in batches of --batch-size.")
+@click.option("--scenario", "scenarios", type=click.Choice(BENCH_SCENARIOS), multiple=True, envvar="REPLOG_BENCH_SCENARIO", help="Run only this scenario; repeat for several (default: all, in the order listed).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_BENCH_DATA_DIR", help="Run the local cluster's nodes with data dirs in a fresh directory under this one (removed afterwards).")
+@click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_BENCH_FSYNC", help="With --data-dir: the nodes' --fsync.")
+@click.option("--heartbeat-interval", type=click.FloatRange(0.01), default=None, envvar="REPLOG_BENCH_HEARTBEAT_INTERVAL", help="The local master's --heartbeat-interval (default: the master's own default).")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True, envvar="REPLOG_BENCH_LOOP", help="The load generator's event loop (auto: uvloop when installed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+def bench(**kw: Any) -> None:
+    """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.
+
+    Every option also reads REPLOG_BENCH_<OPTION>, never the REPLOG_MASTER or REPLOG_DATA_DIR of the
+    other commands: an environment set up for `replog post` or a node never aims a bench at real data.
+    """
+    from replog.tools import bench as tool
+
+    tool.run(**kw)

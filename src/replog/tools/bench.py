@@ -16,6 +16,8 @@ or targets a running cluster with `--master URL`, and runs these scenarios in or
 Every option also reads REPLOG_BENCH_<OPTION> (REPLOG_BENCH_MASTER, ...): not the REPLOG_MASTER or
 REPLOG_DATA_DIR of the other commands, so that an environment set up for `replog post` or for a
 node never points a bench, and its hundreds of thousands of writes, at a real cluster or data dir.
+The command and its options are declared in replog.cli, which imports this module only when the
+command runs; `run` is what it runs.
 
 Each row gives the rate (writes/s, messages/s for batches, entries/s for reads), p50/p99/max
 latency, errors (non-2xx answers and failed connections), each node's peak RSS (VmHWM) and the
@@ -581,20 +583,7 @@ def _stop_cluster(cluster: LocalCluster, workdir: str | None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@click.command()
-@click.option("--master", "master_url", default=None, envvar="REPLOG_BENCH_MASTER", help="Bench a running cluster at this master URL (the catch-up scenario is skipped). Default: start a local cluster of a master and 2 secondaries.")
-@click.option("--requests", type=click.IntRange(1), default=20_000, show_default=True, envvar="REPLOG_BENCH_REQUESTS", help="Single-message POSTs per scenario (the one-client latency scenario runs a quarter of them).")
-@click.option("--clients", type=click.IntRange(1), default=32, show_default=True, envvar="REPLOG_BENCH_CLIENTS", help="Concurrent clients (connections) of the single-message scenarios.")
-@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True, envvar="REPLOG_BENCH_BATCH_SIZE", help="Messages per batch POST.")
-@click.option("--batch-requests", type=click.IntRange(1), default=None, envvar="REPLOG_BENCH_BATCH_REQUESTS", help="Batch POSTs of the batch scenario (default: --requests / 20).")
-@click.option("--catchup-messages", type=click.IntRange(1), default=100_000, show_default=True, envvar="REPLOG_BENCH_CATCHUP_MESSAGES", help="Messages written while a secondary is down, in batches of --batch-size.")
-@click.option("--scenario", "scenarios", type=click.Choice(SCENARIOS), multiple=True, envvar="REPLOG_BENCH_SCENARIO", help="Run only this scenario; repeat for several (default: all, in the order listed).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_BENCH_DATA_DIR", help="Run the local cluster's nodes with data dirs in a fresh directory under this one (removed afterwards).")
-@click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_BENCH_FSYNC", help="With --data-dir: the nodes' --fsync.")
-@click.option("--heartbeat-interval", type=click.FloatRange(0.01), default=None, envvar="REPLOG_BENCH_HEARTBEAT_INTERVAL", help="The local master's --heartbeat-interval (default: the master's own default).")
-@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True, envvar="REPLOG_BENCH_LOOP", help="The load generator's event loop (auto: uvloop when installed).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def bench(
+def run(
     master_url: str | None,
     requests: int,
     clients: int,
@@ -608,7 +597,9 @@ def bench(
     loop: str,
     as_json: bool,
 ) -> None:
-    """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table."""
+    """`replog bench` once its options are parsed: run the scenarios named (all when none) on a local
+    cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
+    are click.BadParameter, failures click.ClickException, as from any command."""
     names = [n for n in SCENARIOS if n in scenarios] if scenarios else list(SCENARIOS)
     if master_url is not None and "catchup" in names:
         if scenarios:
