@@ -257,7 +257,9 @@ class Bench:
         self.data_dirs = data_dirs
         self.nodes = target.node_count()
 
-    def load(self, *, method: str, path: str, body: str | None, count: int, clients: int) -> tuple[dict[str, Any], dict[str, float]]:
+    def load(
+        self, *, method: str, path: str, body: str | None, count: int, clients: int
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         """Run one load in a loadgen process: (its result, each node's CPU seconds over the same window).
 
         The result gains "window_s", the wall time between the two CPU snapshots."""
@@ -302,11 +304,25 @@ class Bench:
                 err.seek(0)
                 detail = err.read().decode(errors="replace")[-3000:]
                 raise click.ClickException(f"the load generator failed (exit {proc.returncode}):\n{detail}")
-        cpu = {name: round(after[name][1] - b[1], 3) for name, b in before.items() if name in after and after[name][0] == b[0]}
+        cpu = {
+            name: round(after[name][1] - b[1], 3)
+            for name, b in before.items()
+            if name in after and after[name][0] == b[0]
+        }
         result["window_s"] = window
         return result, cpu
 
-    def row(self, name: str, title: str, result: dict[str, Any], cpu: dict[str, float], *, clients: int, per_request: int, unit: str) -> dict[str, Any]:
+    def row(
+        self,
+        name: str,
+        title: str,
+        result: dict[str, Any],
+        cpu: dict[str, float],
+        *,
+        clients: int,
+        per_request: int,
+        unit: str,
+    ) -> dict[str, Any]:
         elapsed = result["elapsed_s"]
         rate = result["ok"] * per_request / elapsed if elapsed > 0 else 0.0
         row: dict[str, Any] = {
@@ -331,7 +347,9 @@ class Bench:
             "loadgen_cpu_sys_s": round(result["cpu_sys_s"], 3),
             "master_cpu_s": cpu.get("master"),
             # Share of one core over the load's window: a master near 1.0 is the bottleneck.
-            "master_cpu_util": round(cpu["master"] / result["window_s"], 2) if "master" in cpu and result["window_s"] > 0 else None,
+            "master_cpu_util": round(cpu["master"] / result["window_s"], 2)
+            if "master" in cpu and result["window_s"] > 0
+            else None,
             "loadgen_cpu_util": round(result["cpu_s"] / result["window_s"], 2) if result["window_s"] > 0 else None,
             "node_cpu_s": cpu,
             "loadgen_loop": result["loop"],
@@ -354,7 +372,9 @@ class Bench:
         title = f"POST w={wn}" + (f" ({w})" if isinstance(w, str) else "") + (", 1 client" if clients == 1 else "")
         self.target.wait_settled()
         self.progress.start(title, count)
-        result, cpu = self.load(method="POST", path="/messages", body=single_body(name[0], w), count=count, clients=clients)
+        result, cpu = self.load(
+            method="POST", path="/messages", body=single_body(name[0], w), count=count, clients=clients
+        )
         row = self.row(name, title, result, cpu, clients=clients, per_request=1, unit="writes/s")
         row["w"] = wn
         return self.finish_row(row)
@@ -365,7 +385,9 @@ class Bench:
         self.target.wait_settled()
         self.progress.start(title, s.batch_requests)
         body = batch_body("b", s.batch_size, "all")
-        result, cpu = self.load(method="POST", path="/messages", body=body, count=s.batch_requests, clients=BATCH_CLIENTS)
+        result, cpu = self.load(
+            method="POST", path="/messages", body=body, count=s.batch_requests, clients=BATCH_CLIENTS
+        )
         row = self.row("batch", title, result, cpu, clients=BATCH_CLIENTS, per_request=s.batch_size, unit="msgs/s")
         row["w"] = self.nodes
         return self.finish_row(row)
@@ -422,7 +444,9 @@ class Bench:
             noticed_s=round(noticed[0] - listening, 3) if noticed else None,
             caught_up_entries=seq,
         )
-        row["note"] = f"{name} back empty: all {seq:,} entries in {done - listening:.2f} s after it answered ({done - spawned:.2f} s after spawn)"
+        row["note"] = (
+            f"{name} back empty: all {seq:,} entries in {done - listening:.2f} s after it answered ({done - spawned:.2f} s after spawn)"
+        )
         return self.finish_row(row)
 
     def read(self) -> dict[str, Any]:
@@ -477,7 +501,9 @@ def cpu_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     requests = sum(r["requests"] for r in singles)
     out: dict[str, Any] = {
         "loadgen_cpu_s": round(sum(r["loadgen_cpu_s"] for r in rows), 3),
-        "master_cpu_s": round(sum(r["master_cpu_s"] or 0.0 for r in rows), 3) if any(r["master_cpu_s"] is not None for r in rows) else None,
+        "master_cpu_s": round(sum(r["master_cpu_s"] or 0.0 for r in rows), 3)
+        if any(r["master_cpu_s"] is not None for r in rows)
+        else None,
     }
     if requests:
         gen = sum(r["loadgen_cpu_s"] for r in singles)
@@ -498,7 +524,19 @@ def _fmt_ms(v: float) -> str:
 def render_table(report: dict[str, Any]) -> str:
     rows = report["scenarios"]
     names = ["master"] + [f"s{i + 1}" for i in range(report["nodes"] - 1)]
-    head = ["scenario", "clients", "requests", "rate", "p50 ms", "p99 ms", "max ms", "errors", "peak RSS MB " + "/".join(names), "CPU s gen/master", "note"]
+    head = [
+        "scenario",
+        "clients",
+        "requests",
+        "rate",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "peak RSS MB " + "/".join(names),
+        "CPU s gen/master",
+        "note",
+    ]
     lines = []
     for r in rows:
         rss = r.get("rss_peak_mb") or {}
@@ -523,9 +561,17 @@ def render_table(report: dict[str, Any]) -> str:
     right = {1, 2, 3, 4, 5, 6, 7}
 
     def fmt(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
-    out = [header_line(report["machine"]), f"cluster: {report['cluster']}", "", fmt(head), fmt(["-" * w for w in widths])]
+    out = [
+        header_line(report["machine"]),
+        f"cluster: {report['cluster']}",
+        "",
+        fmt(head),
+        fmt(["-" * w for w in widths]),
+    ]
     out += [fmt(line) for line in lines]
     cpu = report["cpu"]
     out.append("")
@@ -539,7 +585,9 @@ def render_table(report: dict[str, Any]) -> str:
             f"whole run: generator {cpu['loadgen_cpu_s']:.2f} s, master {cpu['master_cpu_s']:.2f} s CPU."
         )
     else:
-        out.append(f"load generator CPU: {cpu['loadgen_cpu_s']:.2f} s over the run (the master's CPU is unknown for an external cluster).")
+        out.append(
+            f"load generator CPU: {cpu['loadgen_cpu_s']:.2f} s over the run (the master's CPU is unknown for an external cluster)."
+        )
     for r in rows:
         if r["errors"] and r.get("error_sample"):
             out.append(f"{r['name']}: {r['errors']} errors, first: {r['error_sample']} {r['statuses'] or ''}".rstrip())
@@ -550,7 +598,9 @@ def render_table(report: dict[str, Any]) -> str:
 # -- the command -----------------------------------------------------------------------------
 
 
-def _start_cluster(data_dir: str | None, fsync: str, heartbeat_interval: float | None, extra_node_args: tuple[str, ...] = ()) -> LocalCluster:
+def _start_cluster(
+    data_dir: str | None, fsync: str, heartbeat_interval: float | None, extra_node_args: tuple[str, ...] = ()
+) -> LocalCluster:
     workdir = None
     if data_dir is not None:
         try:
@@ -603,7 +653,10 @@ def run(
     names = [n for n in SCENARIOS if n in scenarios] if scenarios else list(SCENARIOS)
     if master_url is not None and "catchup" in names:
         if scenarios:
-            raise click.BadParameter("the catch-up scenario needs a local cluster (it kills and restarts a secondary)", param_hint="--scenario")
+            raise click.BadParameter(
+                "the catch-up scenario needs a local cluster (it kills and restarts a secondary)",
+                param_hint="--scenario",
+            )
         names.remove("catchup")
         click.echo("note: skipping the catch-up scenario, which needs a local cluster", err=True)
     if master_url is not None and data_dir is not None:
@@ -628,7 +681,9 @@ def run(
             workdir = str(cluster.workdir) if data_dir is not None else None
             progress.finish("up")
             target = Target(cluster.master.url, cluster)
-            where = "local, master + 2 secondaries" + (f", data dirs under {data_dir} (fsync {fsync})" if data_dir else ", in memory")
+            where = "local, master + 2 secondaries" + (
+                f", data dirs under {data_dir} (fsync {fsync})" if data_dir else ", in memory"
+            )
         else:
             target = Target(master_url)
             where = f"external, {target.url}"

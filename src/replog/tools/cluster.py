@@ -16,8 +16,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any
 
 
 class ClusterError(RuntimeError):
@@ -80,7 +81,19 @@ class Node:
         self.starts = 0
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "replog", self.role, "--host", self.host, "--port", str(self.port), "--log-format", "json", *self.args]
+        return [
+            sys.executable,
+            "-m",
+            "replog",
+            self.role,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--log-format",
+            "json",
+            *self.args,
+        ]
 
     def start(self, wait: bool = True, timeout: float = 15.0) -> None:
         if self.running:
@@ -88,7 +101,9 @@ class Node:
         log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REPLOG_")}
         env.update(self.env)
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
         log.close()
         self.starts += 1
         if wait:
@@ -97,7 +112,9 @@ class Node:
     def wait_listening(self, timeout: float = 15.0) -> None:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ClusterError(f"{self.role} on port {self.port} exited with {self.proc.returncode}:\n{self.tail()}")
+                raise ClusterError(
+                    f"{self.role} on port {self.port} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
             try:
                 return self.health(timeout=1.0) is not None
             except OSError:
@@ -226,7 +243,7 @@ class LocalCluster:
     def nodes(self) -> list[Node]:
         return [self.master, *self.secondaries]
 
-    def start(self, wait_writable: bool = True, timeout: float = 20.0, *, skip: Collection[int] = ()) -> "LocalCluster":
+    def start(self, wait_writable: bool = True, timeout: float = 20.0, *, skip: Collection[int] = ()) -> LocalCluster:
         """Start the secondaries (but those whose index is in skip: their ports stay reserved), then the master."""
         started = [s for i, s in enumerate(self.secondaries) if i not in skip]
         for s in started:
@@ -274,7 +291,7 @@ class LocalCluster:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -39,7 +39,8 @@ import math
 import resource
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PROGRESS_INTERVAL = 0.2
 RECONNECT_DELAY = 0.05  # after a failed connection, so that a refusing server is not a hot loop
@@ -107,7 +108,9 @@ class Run:
         if self.template is None:
             self.fixed = (head + "\r\n").encode()
         else:
-            self.head = (head.replace("%", "%%") + "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n").encode()
+            self.head = (
+                head.replace("%", "%%") + "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            ).encode()
         self.issued = 0  # requests handed to a client
         self.done = 0  # requests answered or failed
         self.errors = 0
