@@ -159,7 +159,11 @@ class Target:
         if self.cluster is None:
             return {}
         names = ["master"] + [f"s{i + 1}" for i in range(len(self.cluster.secondaries))]
-        return {name: n.proc.pid for name, n in zip(names, self.cluster.nodes) if n.proc is not None and n.running}
+        return {
+            name: n.proc.pid
+            for name, n in zip(names, self.cluster.nodes, strict=True)
+            if n.proc is not None and n.running
+        }
 
     def cpu(self) -> dict[str, tuple[int, float]]:
         out = {}
@@ -445,7 +449,8 @@ class Bench:
             caught_up_entries=seq,
         )
         row["note"] = (
-            f"{name} back empty: all {seq:,} entries in {done - listening:.2f} s after it answered ({done - spawned:.2f} s after spawn)"
+            f"{name} back empty: all {seq:,} entries in {done - listening:.2f} s after it answered"
+            f" ({done - spawned:.2f} s after spawn)"
         )
         return self.finish_row(row)
 
@@ -492,7 +497,10 @@ class Bench:
 
 
 def header_line(m: dict[str, Any]) -> str:
-    return f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, load generator loop {m['loop']}, replog {m['replog']}"
+    return (
+        f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+        f"load generator loop {m['loop']}, replog {m['replog']}"
+    )
 
 
 def cpu_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -562,7 +570,7 @@ def render_table(report: dict[str, Any]) -> str:
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [
@@ -577,16 +585,19 @@ def render_table(report: dict[str, Any]) -> str:
     out.append("")
     if "loadgen_us_per_request" in cpu:
         out.append(
-            f"load generator CPU: {cpu['loadgen_us_per_request']:.0f} µs per single-message POST, master {cpu['master_us_per_request']:.0f} µs "
+            f"load generator CPU: {cpu['loadgen_us_per_request']:.0f} µs per single-message POST, "
+            f"master {cpu['master_us_per_request']:.0f} µs "
             f"(over the {cpu['single_post_requests']:,} requests of the {len(THROUGHPUT)} many-client POST rows);"
         )
         out.append(
-            f"  while they ran the master used {cpu['master_cpu_util']:.0%} of a core and the generator {cpu['loadgen_cpu_util']:.0%}; "
+            f"  while they ran the master used {cpu['master_cpu_util']:.0%} of a core "
+            f"and the generator {cpu['loadgen_cpu_util']:.0%}; "
             f"whole run: generator {cpu['loadgen_cpu_s']:.2f} s, master {cpu['master_cpu_s']:.2f} s CPU."
         )
     else:
         out.append(
-            f"load generator CPU: {cpu['loadgen_cpu_s']:.2f} s over the run (the master's CPU is unknown for an external cluster)."
+            f"load generator CPU: {cpu['loadgen_cpu_s']:.2f} s over the run "
+            "(the master's CPU is unknown for an external cluster)."
         )
     for r in rows:
         if r["errors"] and r.get("error_sample"):
