@@ -245,8 +245,9 @@ def find(
     Returns the first seq of the identical earlier write (a retry: 200), or None for a new write (the
     caller appends it). Raises IdConflict (409) when the key, or an id the write would store, is in use
     by something else (another kind, count or text; a batch entry's id), ReservedId (400) for an id of the
-    form the log generates that names no retry (a generated id is retried as a single, same text). ``text_at(seq)`` reads the log's text at 1 <= seq <= last_seq;
-    ``generated(id)`` is n if id is the generated id of seq n ("<prefix>-<n>"), else None.
+    form the log generates that names no retry (a generated id is retried as a single, same text).
+    ``text_at(seq)`` reads the log's text at 1 <= seq <= last_seq; ``generated(id)`` is n if id is the
+    generated id of seq n ("<prefix>-<n>"), else None.
     """
     if not texts:
         raise ValueError("a write has at least one text")
