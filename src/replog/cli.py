@@ -85,12 +85,13 @@ def main() -> None:
 @click.option("--max-message-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, envvar="REPLOG_MAX_MESSAGE_BYTES", help="Largest message (UTF-8 bytes) accepted (413 beyond).")
 @click.option("--batch-max-count", type=click.IntRange(1), default=5000, show_default=True, envvar="REPLOG_BATCH_MAX_COUNT", help="Most entries in one replication request.")
 @click.option("--batch-max-bytes", type=click.IntRange(1), default=4 << 20, show_default=True, envvar="REPLOG_BATCH_MAX_BYTES", help="Approximate largest replication request (one entry always fits).")
+@click.option("--replication-window", type=click.IntRange(1, 64), default=4, show_default=True, envvar="REPLOG_REPLICATION_WINDOW", help="Replication requests in flight to one secondary at most (in seq order; a slow secondary costs each write its delay once).")
 @click.option("--replication-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True, envvar="REPLOG_REPLICATION_TIMEOUT", help="Seconds one replication request may take; keep it above any secondary's --delay.")
 @click.option("--backoff-cap", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True, envvar="REPLOG_BACKOFF_CAP", help="Longest delay between two retries to a secondary, seconds.")
 @server_options
 def master(port: int, secondaries: tuple[str, ...], default_w: int | str, loop_name: str, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
     """Run the master: it takes writes and replicates them to every --secondary."""
-    from replog.master import build_master_app
+    from replog.master_app import build_master_app
 
     if len(set(secondaries)) != len(secondaries):
         raise click.BadParameter("a secondary is named twice", param_hint="--secondary")

@@ -13,6 +13,11 @@ import itertools
 from typing import Any
 
 
+def majority(nodes: int) -> int:
+    """The smallest number of nodes that any two such sets share one of: the quorum of a cluster of nodes."""
+    return nodes // 2 + 1
+
+
 def reached(matches: list[int], w: int) -> int:
     """The highest seq held by at least w of the nodes whose matches are given (0 if none)."""
     if w < 1 or w > len(matches):
@@ -55,9 +60,6 @@ class Commitment:
         """How many nodes hold seq (and everything before it)."""
         return sum(1 for m in self.matches if m >= seq)
 
-    def reached(self, w: int) -> int:
-        return reached(self.matches, w)
-
     def wait(self, seq: int, w: int, token: Any) -> Waiter | None:
         """Register a write waiting for w nodes to hold seq; None if that is already so."""
         if self.acks(seq) >= w:
@@ -75,6 +77,15 @@ class Commitment:
             self._dead += 1
             if self._dead > 1024 and self._dead > self._live:
                 self._compact()
+
+    def drain(self) -> list[Waiter]:
+        """Forget every waiting write and return them (the master stops taking writes)."""
+        released = [item[2] for heap in self._heaps.values() for item in heap if item[2].live]
+        for waiter in released:
+            waiter.live = False
+        self._heaps.clear()
+        self._live = self._dead = 0
+        return released
 
     def update(self, node: int, match: int) -> list[Waiter]:
         """Node now holds everything up to match; return the waiters this satisfies."""

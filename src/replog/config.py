@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from replog.commitment import majority
+
 
 @dataclass(frozen=True)
 class MasterConfig:
@@ -19,6 +21,7 @@ class MasterConfig:
     max_message_bytes: int = 1 << 20  # UTF-8 size cap of one message
     max_body_bytes: int = 64 << 20  # size cap of one request body
     batch_max_count: int = 5000  # entries in one replication request, at most
+    replication_window: int = 4  # replication requests in flight to one secondary, at most
     batch_max_bytes: int = 4 << 20  # approximate size of one replication request, at most (one entry always fits)
     backoff_base: float = 0.05  # first retry delay, seconds
     backoff_cap: float = 2.0  # longest retry delay, seconds
@@ -33,7 +36,7 @@ class MasterConfig:
 
     @property
     def majority(self) -> int:
-        return self.nodes // 2 + 1
+        return majority(self.nodes)
 
 
 @dataclass(frozen=True)

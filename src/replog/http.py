@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 from aiohttp import web, web_protocol
 
-from replog import jsoncodec
+from replog import errors, jsoncodec
 from replog.protocol import ApiError, parse_query_int
 from replog.views import MessagesView
 
@@ -20,6 +20,21 @@ _CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+}
+
+
+# The status of each domain refusal (replog.errors): the domain knows no HTTP.
+STATUS: dict[type[errors.Refusal], int] = {
+    errors.NoQuorum: 503,
+    errors.DiskFailed: 503,
+    errors.NotMaster: 503,
+    errors.Failed: 503,
+    errors.WriteConcernTimeout: 504,
+    errors.IdConflict: 409,
+    errors.ReservedId: 400,
+    errors.StaleEpoch: 409,
+    errors.EntryConflict: 409,
+    errors.LogMismatch: 409,
 }
 
 
@@ -38,6 +53,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return json_response(exc.body(), status=exc.status)
+    except errors.Refusal as exc:
+        return json_response(exc.body(), status=STATUS.get(type(exc), 409))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -98,7 +115,7 @@ class JsonErrorHandler(web_protocol.RequestHandler):
 def messages_handler(source: Callable[[web.Application], Any]) -> Handler:
     """GET /messages[?since=SEQ][&limit=N] of a node, whichever its role.
 
-    source(app) is the node: its .view encodes, and nothing past its .readable seq is
+    source(app) is the node: its .view encodes, and nothing past its .durable seq is
     shown (with a data dir, what is on disk: nothing a crash could take back).
     """
 
@@ -106,7 +123,7 @@ def messages_handler(source: Callable[[web.Application], Any]) -> Handler:
         since = parse_query_int(request.query, "since") or 0
         limit = parse_query_int(request.query, "limit")
         node = source(request.app)
-        body = node.view.body(since, limit, node.readable)
+        body = node.view.body(since, limit, node.durable)
         return web.Response(body=body, content_type="application/json")
 
     return get_messages

@@ -1,30 +1,36 @@
-"""The master: takes writes, assigns seqs, waits for each write's concern, serves reads and health."""
+"""The master: wins an epoch, recovers the most up-to-date log, takes writes, assigns seqs, waits
+for each write's concern under its epoch only, serves reads and health.
+
+It returns domain results and raises domain errors (replog.errors); replog.web maps them to HTTP.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
-import aiohttp
 import structlog
-from aiohttp import web
 
-from replog import jsoncodec
+from replog import errors, ids, jsoncodec
 from replog.backoff import Backoff
-from replog.client import HttpTransport, Transport, TransportError
+from replog.client import Reply, Stale, Transport, TransportError
 from replog.commitment import Commitment
 from replog.config import MasterConfig
+from replog.datadir import Opened
+from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
-from replog.recovery import Answer, Donor, choose_donor, enough_answers
-from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
-from replog.log import Log
+from replog.log import BATCH, BATCH_MORE, Log, chain
 from replog.progress import Status
-from replog.protocol import ApiError, WriteRequest, parse_write
+from replog.protocol import Fence, WriteRequest
+from replog.recovery import Position, choose_donor, counts_itself, next_epoch, promises_needed
 from replog.replicator import Replicator
-from replog.storage import DiskLog
+from replog.storage import Meta, Record
 from replog.views import MessagesView
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class BatchEncoder:
@@ -33,19 +39,31 @@ class BatchEncoder:
     def __init__(self, log: Log, size: int = 8) -> None:
         self._log = log
         self._size = size
-        self._cache: dict[tuple[int, int], bytes] = {}
+        self._cache: dict[tuple[str, int, int], bytes] = {}
 
     def __call__(self, first: int, last: int) -> bytes:
-        key = (first, last)
+        key = (self._log.log_id, first, last)
         body = self._cache.get(key)
         if body is None:
-            entries = self._log.wire(first, last)  # the replicator has capped the range
-            prev = [first - 1, self._log.crc(first - 1)]
-            body = jsoncodec.dumps({"log": self._log.log_id, "prev": prev, "entries": entries})
+            log = self._log
+            entries = log.wire(first, last)  # the replicator has capped the range
+            prev = [first - 1, log.hash(first - 1).hex()]
+            body = jsoncodec.dumps({"log": log.log_id, "prev": prev, "entries": entries})
             if len(self._cache) >= self._size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = body
         return body
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write's answer shows: created (201) or found under its id (200), and the body."""
+
+    created: bool
+    body: dict[str, Any]
 
 
 class Master:
@@ -55,21 +73,32 @@ class Master:
         self,
         config: MasterConfig,
         transports: list[Transport],
+        opened: Opened,
         *,
-        log: Log | None = None,
-        commit: GroupCommit | None = None,
+        sleep: Sleep = asyncio.sleep,
         **replicator_kw: Any,
     ) -> None:
         self.config = config
-        self.log = log if log is not None else Log(uuid.uuid4().hex)
-        self.commit = commit  # the on-disk log's writer, with --data-dir
+        self.id = uuid.uuid4().hex  # this master process; a promise is made to (epoch, id)
+        self.log = opened.log
+        self.disk = opened.disk
+        self.commit: GroupCommit | None = None  # the on-disk log's writer, with --data-dir (see attach_disk)
+        self._had_log = opened.had_log  # restarted on its own log: its vote may count
+        self._saved_epoch = opened.meta.log_epoch  # the last epoch whose log this data dir holds
+        self._saved_promise = opened.meta.promised  # the highest epoch it promised (proposals go past it)
+        self.epoch = 0  # the epoch this master takes writes under; 0 until it has won and recovered
+        self.fence: Fence | None = None  # epoch and id every internal request carries (from the first promise)
+        self.start_end = 0  # the end of the log at the end of recovery: a copy counts once it reaches here
+        self.recovering = True
+        self.deposed = False
+        self.failed: str | None = None  # a task of this master died: it says so and takes no writes
+        self.disk_failed: str | None = None
+        self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self.commitment = Commitment(config.nodes)
-        self._ids: dict[str, tuple[int, int, bool]] = {}  # client id -> (first seq, count, was a batch)
-        self._index(1, self.log.last_seq)
+        self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
-        self.recovering = True  # until start-up recovery has consulted a majority
-        self.consulted: list[str] = []  # secondaries that answered during recovery
         self._encode = BatchEncoder(self.log)
+        self._sleep = sleep
         self.view = MessagesView(self.log)
         self._started = time.monotonic()
         self.logger = structlog.get_logger()
@@ -80,118 +109,203 @@ class Master:
                 self.log,
                 transport,
                 encode=self._encode,
-                on_match=self._on_match,
+                on_progress=self._on_progress,
                 on_status=self._on_status,
+                on_stale=self._on_stale,
+                epoch=lambda: 0 if self.deposed or self.failed else self.epoch,
+                upto=lambda: self.durable,
                 batch_max_count=config.batch_max_count,
                 batch_max_bytes=config.batch_max_bytes,
+                window=config.replication_window,
                 backoff=Backoff(config.backoff_base, config.backoff_cap),
                 heartbeat_interval=config.heartbeat_interval,
                 suspect_after=config.suspect_after,
                 unhealthy_after=config.unhealthy_after,
-                upto=lambda: self.held,
                 **replicator_kw,
             )
-            for i, (url, transport) in enumerate(zip(config.secondaries, transports))
+            for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))
         ]
         self._writable = self._has_quorum()
-        self._on_match(0, self.held)
+
+    def attach_disk(self, commit: GroupCommit) -> None:
+        self.commit = commit
 
     @property
-    def held(self) -> int:
-        """Highest seq the master itself holds (on disk, with a data dir)."""
+    def durable(self) -> int:
+        """Highest seq the master itself holds durably (on disk, with a data dir): what it counts
+        as its own ack, what it sends, what reads show."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
-    @property
-    def readable(self) -> int:
-        """Reads show entries up to here: with a data dir, nothing a crash could take back."""
-        return self.held
+    # -- election and start-up recovery ----------------------------------------------
 
-    def _index(self, first: int, last: int) -> None:
-        """Register the client ids of entries first..last (after a load or a recovery).
+    async def recover(self) -> None:
+        """Before taking writes: win an epoch from a majority, then take the most up-to-date log.
 
-        A batch's key is not stored in the log; it is rebuilt from its entries' ids "<key>:0", "<key>:1", ...
+        Rounds repeat (one per heartbeat interval) until a round succeeds; see SPEC "Epochs and fencing".
         """
-        log, ids = self.log, self._ids
-        seq = first
-        while seq <= last:
-            id_ = log.raw_id(seq)
-            if id_ is not None:
-                ids[id_] = (seq, 1, False)
-                if id_.endswith(":0"):
-                    key = id_[:-2]
-                    n = 1
-                    while seq + n <= last and log.raw_id(seq + n) == f"{key}:{n}":
-                        ids[f"{key}:{n}"] = (seq + n, 1, False)
-                        n += 1
-                    ids.setdefault(key, (seq, n, True))
-                    seq += n
-                    continue
-            seq += 1
-
-    # -- start-up recovery -------------------------------------------------------
-
-    async def recover(self, sleep: Any = asyncio.sleep) -> None:
-        """Before taking writes: ask the secondaries how far their logs go, and copy what we lack.
-
-        Waits until a majority of all nodes (the master included) has answered; the most
-        advanced secondary of our log (any log, if ours is empty) is the donor.
-        """
-        answers: dict[str, Answer] = {}
+        proposal, seen = 0, 0
         while True:
-            missing = [(r.url, t) for r, t in zip(self.replicators, self._transports) if r.url not in answers]
-            at = self.log.last_seq
-            replies = await asyncio.gather(*(t.health(at) for _, t in missing), return_exceptions=True)
-            for (url, _), reply in zip(missing, replies):
-                if not isinstance(reply, BaseException):
-                    agrees = reply.crc_seq == 0 or reply.crc == self.log.crc(min(reply.crc_seq, at))
-                    answers[url] = Answer(url, reply.log, reply.seq, agrees)
-            if enough_answers(len(answers), self.config.nodes):
-                donor = choose_donor(self.log.log_id, self.log.last_seq, list(answers.values()))
-                if donor is None:
-                    break
-                try:
-                    await self._copy_from(donor)
-                    break
-                except TransportError as exc:
-                    self.logger.warning("recovery_retry", donor=donor.url, error=str(exc))
-                    answers.pop(donor.url, None)
-            await sleep(self.config.heartbeat_interval)
-        if self.commit is not None and self.commit.disk.last_seq == 0:
-            self.commit.disk.set_log_id(self.log.log_id)
-        self.consulted = [r.url for r in self.replicators if r.url in answers]
-        unconsulted = [r.url for r in self.replicators if r.url not in answers]
+            try:
+                positions = await self._positions()
+                seen = max([seen, *(e for r in positions.values() for e in self._epochs(r))])
+                proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                self.fence = Fence(proposal, self.id)
+                if await self._round(proposal, seen):
+                    return
+            except (TransportError, Stale) as exc:
+                if isinstance(exc, Stale):
+                    seen = max(seen, exc.epoch)
+                self.logger.warning("recovery_retry", epoch=proposal, error=str(exc))
+            await self._sleep(self.config.heartbeat_interval)
+
+    def _epochs(self, reply: Reply) -> tuple[int, ...]:
+        """The epochs a node reports, less the promise it made to this very master."""
+        mine = self.fence is not None and reply.promised == self.fence.epoch and reply.promised_to == self.id
+        return (reply.log_epoch,) if mine else (reply.promised, reply.log_epoch)
+
+    async def _positions(self) -> dict[str, Reply]:
+        """Every secondary that answers, and what it says of itself."""
+        urls = [r.url for r in self.replicators]
+        replies = await asyncio.gather(*(t.health(self.log.last_seq) for t in self._transports), return_exceptions=True)
+        found: dict[str, Reply] = {}
+        for url, reply in zip(urls, replies, strict=True):
+            if isinstance(reply, Reply):
+                found[url] = reply
+            elif isinstance(reply, Stale):
+                raise reply
+            elif not isinstance(reply, Exception):
+                raise reply
+        return found
+
+    async def _round(self, epoch: int, seen: int) -> bool:
+        """One election round at epoch: promises, then recovery. True once the master takes writes."""
+        await self._save_meta(promised=epoch, promised_to=self.id)
+        urls = [r.url for r in self.replicators]
+        replies = await asyncio.gather(*(t.promise() for t in self._transports), return_exceptions=True)
+        promised: dict[str, Reply] = {}
+        for url, reply in zip(urls, replies, strict=True):
+            if isinstance(reply, Stale):
+                raise reply
+            if isinstance(reply, Reply):
+                promised[url] = reply
+            elif not isinstance(reply, Exception):
+                raise reply
+        reported = [e for r in promised.values() for e in self._epochs(r)] + [seen]
+        self_counts = counts_itself(self._had_log, self._saved_epoch, reported)
+        need = promises_needed(self.config.nodes, self_counts)
+        if len(promised) < need:
+            self.logger.info("awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts)
+            return False
+        own = Position(None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq)
+        donor = choose_donor(own, [Position(u, r.log, r.log_epoch, r.seq) for u, r in promised.items()])
+        if donor.url is not None:
+            await self._recover_from(donor, epoch)
+        await self._save_meta(promised=epoch, promised_to=self.id, log_epoch=epoch)
+        self._saved_epoch = epoch
+        self.consulted = sorted(promised)
+        self.start_end = self.log.last_seq
+        self.epoch = epoch
         self.recovering = False
-        self.logger.info("recovered", seq=self.log.last_seq, log=self.log.log_id, consulted=self.consulted, unconsulted=unconsulted)
-        if unconsulted:
-            self.logger.warning("recovery_incomplete", unconsulted=unconsulted, detail="entries held only by these secondaries cannot be recovered; if they hold more they will show as diverged")
+        self._on_progress(0)
+        unconsulted = [u for u in urls if u not in promised]
+        self.logger.info(
+            "recovered", epoch=epoch, seq=self.log.last_seq, log=self.log.log_id, consulted=self.consulted,
+            unconsulted=unconsulted, counted_itself=self_counts,
+        )
+        return True
 
-    async def _copy_from(self, donor: Donor) -> None:
-        transport = self._transports[[r.url for r in self.replicators].index(donor.url)]
-        if self.log.last_seq == 0 and self.log.log_id != donor.log_id:
-            self.log.adopt(donor.log_id)  # replication batches read the identity when encoded
-            if self.commit is not None:
-                self.commit.disk.set_log_id(donor.log_id)
-        start = self.log.last_seq
-        self.logger.warning("recovering_entries", donor=donor.url, first=start + 1, last=donor.seq)
-        while self.log.last_seq < donor.seq:
-            log_id, raw = await transport.entries(self.log.last_seq, 5000)
-            if log_id != donor.log_id or not raw:
+    async def _save_meta(self, **changes: Any) -> None:
+        if self.commit is None:
+            return
+        meta = Meta(
+            log_id=self.log.log_id if (self.log.last_seq or self._had_log or changes.get("log_epoch")) else None,
+            promised=changes["promised"],
+            promised_to=changes["promised_to"],
+            log_epoch=changes.get("log_epoch", self._saved_epoch),
+        )
+        try:
+            await self.commit.save_meta(meta)
+        except OSError as exc:
+            self._on_disk_failed(exc)
+            raise errors.DiskFailed(f"the master cannot write to its disk: {exc}") from None
+
+    def _transport(self, url: str) -> Transport:
+        return self._transports[[r.url for r in self.replicators].index(url)]
+
+    async def _agreement(self, transport: Transport, upto: int) -> int:
+        """The last seq up to upto at which our log and the node's agree, bisecting on chain values."""
+        lo, hi = 0, upto  # invariant: the logs agree at lo; they disagree past hi
+        reply = await transport.health(hi)
+        if reply.at == hi and reply.at_hash == self.log.hash(hi):
+            return hi
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            reply = await transport.health(mid)
+            if reply.at == mid and reply.at_hash == self.log.hash(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    async def _recover_from(self, donor: Position, epoch: int) -> None:
+        """Make our log the donor's: roll back a tail of ours it lacks, then copy what we lack."""
+        transport = self._transport(donor.url)  # type: ignore[arg-type]
+        log = self.log
+        if log.last_seq == 0 and donor.log_id is not None and log.log_id != donor.log_id:
+            log.adopt(donor.log_id)
+            self._encode.clear()
+        agree = await self._agreement(transport, min(log.last_seq, donor.seq)) if log.last_seq else 0
+        if agree < log.last_seq:
+            await self._roll_back(agree, epoch)
+        self.logger.warning("recovering_entries", donor=donor.url, first=log.last_seq + 1, last=donor.seq)
+        while log.last_seq < donor.seq:
+            reply, entries = await transport.entries(log.last_seq, 5000)
+            if reply.log != log.log_id or not entries:
                 raise TransportError("the donor's log changed during recovery")
-            items: list[tuple[str | None, str]] = []
-            for i, entry in enumerate(raw):
-                seq, id_, text = entry
-                if seq != self.log.last_seq + 1 + i or not isinstance(text, str):
-                    raise TransportError("the donor sent entries out of order")
-                items.append((id_ if isinstance(id_, str) else None, text))
-            first = self.log.extend(items)
+            first = log.last_seq + 1
+            head = log.hash(first - 1)
+            items = []
+            for i, (seq, id_, text, flags, h) in enumerate(entries):
+                head = chain(head, id_, text, flags)
+                if seq != first + i or head != h:
+                    raise TransportError(f"the donor sent entry {seq}, which does not follow our log")
+                items.append((id_, text, flags, h))
+            if items[-1][2] & BATCH_MORE:
+                raise TransportError("the donor sent part of a client batch")
+            log.extend_hashed(items)
+            for i, (id_, _, flags, _) in enumerate(items):
+                self.ids.add(first + i, id_, flags)
             if self.commit is not None:
-                await self.commit.wait_durable(self.commit.submit(first, items))
-        self._index(start + 1, self.log.last_seq)
-        self._on_match(0, self.held)
+                try:
+                    await self.commit.wait_durable(self.commit.submit(first, [Record(*it) for it in items]))
+                except DiskWriteFailed as exc:
+                    raise errors.DiskFailed(f"the master cannot write to its disk: {exc}") from None
 
-    # -- replication callbacks --------------------------------------------------
+    async def _roll_back(self, keep: int, epoch: int) -> None:
+        """Remove our entries past keep, which the most up-to-date log does not hold: into the
+        rollback file first (with a data dir; logged without), then off the log."""
+        log = self.log
+        removed = log.hashed(keep + 1, log.last_seq)
+        where: str | None = None
+        if self.commit is not None:
+            where = await self.commit.truncate(keep, (epoch, keep + 1, [Record(*r) for r in removed]))
+        else:
+            for i, (id_, text, flags, h) in enumerate(removed):
+                self.logger.warning("rolled_back_entry", seq=keep + 1 + i, id=id_, text=text, flags=flags, hash=h.hex())
+        log.truncate(keep)
+        self.ids.truncate(keep)
+        self._encode.clear()
+        self.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=epoch, file=where)
 
-    def _on_match(self, node: int, match: int) -> None:
+    # -- what replicators and the disk report ----------------------------------------
+
+    def _on_progress(self, node: int) -> None:
+        """Recount one node's acks: only copies held under our epoch count (SPEC "Counting acks")."""
+        if node == 0:
+            match = self.durable if self.epoch and not self.disk_failed else 0
+        else:
+            match = self.replicators[node - 1].progress.counted(self.epoch, self.start_end) if self.epoch else 0
         for waiter in self.commitment.update(node, match):
             fut = waiter.token
             if not fut.done():
@@ -199,7 +313,7 @@ class Master:
 
     def durable_to(self, seq: int) -> None:
         """The master's own copy is on disk up to seq: it counts as one ack, and may be sent on."""
-        self._on_match(0, seq)
+        self._on_progress(0)
         for r in self.replicators:
             r.notify()
 
@@ -207,7 +321,39 @@ class Master:
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
-            self.logger.warning("quorum_regained" if writable else "quorum_lost", available=self._available())
+            if writable:
+                self.logger.info("quorum_regained", available=self._available())
+            else:
+                self.logger.warning("quorum_lost", available=self._available())
+
+    def _on_stale(self, epoch: int) -> None:
+        """A node promised a newer epoch: another master exists. Stop at once (SPEC "Deposition")."""
+        if self.deposed or self.recovering:
+            return
+        self.deposed = True
+        self.logger.error("deposed", epoch=self.epoch, newer=epoch)
+        self._fail_waiters(errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None))
+
+    def _on_disk_failed(self, exc: BaseException) -> None:
+        if self.disk_failed is not None:
+            return
+        self.disk_failed = str(exc)
+        self.logger.critical("disk_failed", error=str(exc), detail="the master is read-only")
+        self._fail_waiters(errors.DiskFailed(f"the master cannot write its log to disk: {exc}"))
+
+    def task_died(self, name: str, exc: BaseException) -> None:
+        """An owned task died of a bug: say so loudly and stop taking writes, rather than look up and do nothing."""
+        self.failed = f"{name}: {exc!r}"
+        self.logger.critical("task_died", task=name, error=repr(exc))
+        self._fail_waiters(errors.Failed(f"the master stopped taking writes: its {name} task died"))
+
+    def _fail_waiters(self, exc: errors.Refusal) -> None:
+        for waiter in self.commitment.drain():
+            fut = waiter.token
+            if not fut.done():
+                fut.set_exception(exc)
+        for r in self.replicators:
+            r.notify()
 
     def _available(self) -> int:
         return 1 + sum(1 for r in self.replicators if r.progress.available)
@@ -221,85 +367,86 @@ class Master:
 
     # -- the write path -----------------------------------------------------------
 
-    async def write(self, req: WriteRequest) -> tuple[int, dict[str, Any]]:
-        """Append (or find, for a retried id) and wait for the write concern: (status, body)."""
-        found = self._find(req)
-        if found is not None:
-            first, status = found, 200
-        else:
-            if self.recovering:
-                # Read-only like any loss of quorum: it has not yet heard from a majority (or is copying from one).
-                raise ApiError(
-                    503, "no_quorum", "the master is recovering its log from a majority of the nodes; it is read-only until then"
-                )
-            if self.commit is not None and self.commit.failed is not None:
-                raise ApiError(503, "disk_failed", f"the master cannot write its log to disk: {self.commit.failed}")
+    def _check_taking_writes(self) -> None:
+        if self.failed is not None:
+            raise errors.Failed(f"the master stopped taking writes: {self.failed}")
+        if self.deposed:
+            raise errors.NotMaster("this master was deposed by a newer one", master=None)
+        if self.recovering:
+            # Read-only like any loss of quorum: no majority has promised yet (or it is copying from one).
+            raise errors.NoQuorum("the master is recovering its log from a majority of the nodes; it is read-only until then")
+        if self.disk_failed is not None:
+            raise errors.DiskFailed(f"the master cannot write its log to disk: {self.disk_failed}")
+
+    async def write(self, req: WriteRequest) -> WriteResult:
+        """Append (or find, for a retried id) and wait for the write concern.
+
+        Raises a Refusal: NoQuorum, NotMaster, DiskFailed, IdConflict, ReservedId, WriteConcernTimeout.
+        """
+        self._check_taking_writes()
+        first = self._find(req)
+        created = first is None
+        if first is None:
             if not self._writable:
-                raise ApiError(
-                    503,
-                    "no_quorum",
-                    f"fewer than {self.config.majority} of {self.config.nodes} nodes are reachable; the master is read-only",
+                raise errors.NoQuorum(
+                    f"fewer than {self.config.majority} of {self.config.nodes} nodes are reachable; the master is read-only"
                 )
-            first, status = self._append(req), 201
+            first = self._append(req)
         last = first + len(req.texts) - 1
+        head = self.log.hash(last)
         acks, met = await self._wait(last, req.w, req.timeout)
+        # Before any 2xx (or a 504 that says "stored"): still the master, disk healthy, the entry still ours.
+        self._check_taking_writes()
+        if last > self.log.last_seq or self.log.hash(last) != head:
+            raise errors.NotMaster("the entry is no longer at its seq; retry with the same id", master=None)
         body = self._describe(req, first, last, acks)
-        if met:
-            self.logger.debug("write_concern_met", seq=last, w=req.w, acks=acks)
-        else:
+        if not met:
             self.logger.info("write_concern_timeout", seq=last, w=req.w, acks=acks)
-            raise ApiError(
-                504,
-                "write_concern_timeout",
+            raise errors.WriteConcernTimeout(
                 f"the message is stored and keeps replicating, but only {acks} of the {req.w} nodes asked for held it in time",
                 **body,
             )
-        return status, body
+        self.logger.debug("write_concern_met", seq=last, w=req.w, acks=acks)
+        return WriteResult(created, body)
 
     def _find(self, req: WriteRequest) -> int | None:
-        """The first seq already stored under req.id, or None; 409 if it holds something else."""
-        if req.id is not None and req.id not in self._ids and not req.batch:
-            seq = self.log.generated_seq(req.id)
-            if seq is not None:
-                # A retry with the id the master generated for an earlier answer (say, a 504).
-                if seq > self.log.last_seq or self.log.raw_id(seq) is not None:
-                    raise ApiError(400, "reserved_id", f'ids of the form "{req.id.split("-")[0]}-<seq>" are the ones this log generates')
-                if self.log.text(seq) != req.texts[0]:
-                    raise ApiError(409, "id_conflict", f'the id "{req.id}" is already stored with different content')
-                return seq
-        if req.id is None or req.id not in self._ids:
-            if req.id is not None and req.batch:
-                for i in range(len(req.texts)):
-                    if f"{req.id}:{i}" in self._ids:
-                        raise ApiError(409, "id_conflict", f'the id "{req.id}:{i}" of this batch\'s entry {i} is taken')
+        """The first seq already stored under req.id, or None for a new write."""
+        if req.id is None:
             return None
-        first, count, was_batch = self._ids[req.id]
-        same = was_batch == req.batch and count == len(req.texts)
-        if same:
-            same = all(self.log.text(first + i) == text for i, text in enumerate(req.texts))
-        if not same:
-            raise ApiError(409, "id_conflict", f'the id "{req.id}" is already stored with different content')
-        return first
+        try:
+            return ids.find(
+                self.ids,
+                req.id,
+                batch=req.batch,
+                texts=req.texts,
+                text_at=self.log.text,
+                generated=self.log.generated_seq,
+            )
+        except ids.IdConflict as exc:
+            raise errors.IdConflict(exc.detail) from None
+        except ids.ReservedId as exc:
+            raise errors.ReservedId(exc.detail) from None
 
     def _append(self, req: WriteRequest) -> int:
+        n = len(req.texts)
         if req.batch:
-            ids = [None] * len(req.texts) if req.id is None else [f"{req.id}:{i}" for i in range(len(req.texts))]
-            first = self.log.extend(list(zip(ids, req.texts)))
-            if req.id is not None:
-                self._ids[req.id] = (first, len(req.texts), True)
-                for i, id_ in enumerate(ids):
-                    self._ids[id_] = (first + i, 1, False)  # type: ignore[index]
+            keys = [None] * n if req.id is None else [f"{req.id}:{i}" for i in range(n)]
+            items = [(keys[i], text, BATCH | (BATCH_MORE if i < n - 1 else 0)) for i, text in enumerate(req.texts)]
         else:
-            first = self.log.append(req.texts[0], req.id)
-            if req.id is not None:
-                self._ids[req.id] = (first, 1, False)
+            items = [(req.id, req.texts[0], 0)]
+        first = self.log.extend(items)
+        for i, (id_, _, flags) in enumerate(items):
+            self.ids.add(first + i, id_, flags)
         last = self.log.last_seq
         self.logger.debug("appended", first=first, last=last)
         if self.commit is not None:
-            # The master counts itself once the entries are on disk (GroupCommit calls on_durable).
-            self.commit.submit(first, [self.log.item(seq) for seq in range(first, last + 1)])
+            # The master counts itself once the entries are on disk (GroupCommit calls durable_to).
+            try:
+                self.commit.submit(first, [Record(*item) for item in self.log.hashed(first, last)])
+            except DiskWriteFailed as exc:
+                raise errors.DiskFailed(f"the master cannot write its log to disk: {exc}") from None
         else:
-            self._on_match(0, last)
+            self._on_progress(0)
         for r in self.replicators:
             r.notify()
         return first
@@ -326,17 +473,16 @@ class Master:
         if req.batch:
             entries = self.log.dicts(first - 1, last - first + 1)
             return {"entries": entries, "w": req.w, "acks": acks}
-        entry = self.log.entry(first)
-        return {"seq": entry.seq, "id": entry.id, "text": entry.text, "w": req.w, "acks": acks}
+        return {"seq": first, "id": self.log.id_of(first), "text": self.log.text(first), "w": req.w, "acks": acks}
 
     # -- reads ---------------------------------------------------------------------
 
     @property
     def status(self) -> str:
-        if self.recovering:
-            return "read_only"  # the "recovering" field says why
-        if self.commit is not None and self.commit.failed is not None:
+        if self.disk_failed is not None:
             return "disk_failed"
+        if self.recovering or self.deposed or self.failed:
+            return "read_only"  # the "recovering", "deposed" and "failed" fields say why
         return "ok" if self._writable else "read_only"
 
     def health(self) -> dict[str, Any]:
@@ -353,107 +499,28 @@ class Master:
                     "lag": max(0, last - p.match),
                     "last_contact": None if p.last_contact is None else round(now - p.last_contact, 3),
                     "failures": p.failures,
+                    "promised": p.promised,
+                    "log_epoch": p.log_epoch,
                 }
             )
         return {
             "role": "master",
             "status": self.status,
-            "seq": self.held,
+            "seq": self.durable,
             "appended_seq": last,
             "quorum": self.config.majority,
             "nodes": self.config.nodes,
             "available": self._available(),
             "log": self.log.log_id,
+            "epoch": self.epoch,
+            "master_id": self.id,
             "waiting_writes": self.commitment.waiting,
             "recovering": self.recovering,
+            "deposed": self.deposed,
+            "failed": self.failed,
+            "disk_error": self.disk_failed,
             "unconsulted": [] if self.recovering else [r.url for r in self.replicators if r.url not in self.consulted],
             "fsyncs": None if self.commit is None else self.commit.syncs,
             "uptime": round(now - self._started, 3),
             "secondaries": secondaries,
         }
-
-
-MASTER = web.AppKey("master", Master)
-
-
-async def post_messages(request: web.Request) -> web.Response:
-    master = request.app[MASTER]
-    cfg = master.config
-    req = parse_write(
-        await read_body(request),
-        nodes=cfg.nodes,
-        default_w=cfg.default_w,
-        default_timeout=cfg.w_timeout,
-        max_message_bytes=cfg.max_message_bytes,
-    )
-    status, body = await master.write(req)
-    return json_response(body, status=status)
-
-
-async def get_health(request: web.Request) -> web.Response:
-    return json_response(request.app[MASTER].health())
-
-
-def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Application:
-    """The master's application. With a data dir its log is loaded here, before it listens;
-    at start-up it recovers from the secondaries, then runs one replicator per secondary."""
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
-    log = Log(uuid.uuid4().hex)
-    disk: DiskLog | None = None
-    if config.data_dir is not None:
-        disk = DiskLog(config.data_dir, fsync=config.fsync)
-        loaded = disk.load()  # CorruptLogError stops the node, naming file and offset
-        if loaded.log_id is not None:
-            log.adopt(loaded.log_id)
-        log.extend(loaded.entries)
-
-    async def replication(app: web.Application) -> AsyncIterator[None]:
-        health_timeout = max(config.heartbeat_interval, 0.5)
-        session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=config.replication_timeout),
-            connector=aiohttp.TCPConnector(limit=0),
-        )
-        transports: list[Transport] = [
-            HttpTransport(session, url, replicate_timeout=config.replication_timeout, health_timeout=health_timeout)
-            for url in config.secondaries
-        ]
-        master = Master(config, transports, log=log, commit=None, **replicator_kw)
-        tasks: list[asyncio.Task[Any]] = []
-        if disk is not None:
-            master.commit = GroupCommit(disk, on_durable=master.durable_to)
-            tasks.append(asyncio.create_task(master.commit.run(), name="group commit"))
-        app[MASTER] = master
-
-        async def start() -> None:
-            await master.recover()
-            for r in master.replicators:
-                tasks.append(asyncio.create_task(_supervise(r), name=f"replicator {r.url}"))
-
-        tasks.append(asyncio.create_task(start(), name="recovery"))
-        try:
-            yield
-        finally:
-            for t in reversed(tasks):
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await session.close()
-            if disk is not None:
-                disk.close()
-
-    app.cleanup_ctx.append(replication)
-    app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
-    app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
-    app.router.add_get("/health", get_health)
-    return app
-
-
-async def _supervise(replicator: Replicator) -> None:
-    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
-    while True:
-        try:
-            await replicator.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            replicator.log.exception("replicator_crashed")
-            await asyncio.sleep(1.0)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from replog import jsoncodec
+from replog.commitment import majority
+from replog.log import BATCH, BATCH_MORE, HASH_SIZE
 
 
 class ApiError(Exception):
@@ -55,7 +57,7 @@ def utf8_size(text: str) -> int:
 def resolve_w(value: Any, nodes: int) -> int:
     """A write concern as given ('majority', 'all' or 1..nodes) as a number of nodes."""
     if value == "majority":
-        return nodes // 2 + 1
+        return majority(nodes)
     if value == "all":
         return nodes
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= nodes:
@@ -134,15 +136,47 @@ def parse_query_int(query: Any, name: str) -> int | None:
 
 @dataclass(frozen=True)
 class ReplicateRequest:
-    """A validated batch from the master: entries as (seq, id or None, text)."""
+    """A validated batch from the master: entries as (seq, id or None, text, flags, chain value)."""
 
     log_id: str
-    entries: list[tuple[int, str | None, str]]
-    prev: tuple[int, int] | None  # (seq, running checksum) of the entry just before the batch
+    entries: list[tuple[int, str | None, str, int, bytes]]
+    prev: tuple[int, bytes] | None  # (seq, chain value) of the entry just before the batch
 
 
 def _uint(value: Any, bits: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and 0 <= value < (1 << bits)
+
+
+def parse_hash(value: Any) -> bytes | None:
+    """A chain value as it travels (32 hex digits), or None if it is not one."""
+    if not isinstance(value, str) or len(value) != 2 * HASH_SIZE:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def parse_wire_entry(item: Any) -> tuple[int, str | None, str, int, bytes]:
+    """One [seq, id or null, text, flags, hash] entry; ApiError if malformed."""
+    if not isinstance(item, list) or len(item) != 5:
+        raise bad("invalid_entries", "each entry must be [seq, id or null, text, flags, hash]")
+    seq, id_, text, flags, h = item
+    if not _uint(seq, 62) or seq < 1:
+        raise bad("invalid_entries", "an entry's seq must be a positive integer")
+    if id_ is not None and (not isinstance(id_, str) or not id_):
+        raise bad("invalid_entries", "an entry's id must be a non-empty string or null")
+    if not isinstance(text, str):
+        raise bad("invalid_entries", "an entry's text must be a string")
+    if not _uint(flags, 8) or flags & ~(BATCH | BATCH_MORE) or (flags & BATCH_MORE and not flags & BATCH):
+        raise bad("invalid_entries", "an entry's flags must be 0, 1 (batch) or 3 (batch, more follow)")
+    hb = parse_hash(h)
+    if hb is None:
+        raise bad("invalid_entries", f"an entry's hash must be {2 * HASH_SIZE} hex digits")
+    utf8_size(text)
+    if id_ is not None:
+        utf8_size(id_)
+    return seq, id_, text, flags, hb
 
 
 def parse_replicate(body: bytes) -> ReplicateRequest:
@@ -154,25 +188,41 @@ def parse_replicate(body: bytes) -> ReplicateRequest:
         raise bad("invalid_log", '"log" must be the non-empty identity of the master\'s log')
     raw = data.get("entries")
     if not isinstance(raw, list):
-        raise bad("invalid_entries", '"entries" must be a list of [seq, id, text]')
-    entries: list[tuple[int, str | None, str]] = []
-    for item in raw:
-        if not isinstance(item, list) or len(item) != 3:
-            raise bad("invalid_entries", "each entry must be [seq, id or null, text]")
-        seq, id_, text = item
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise bad("invalid_entries", "an entry's seq must be a positive integer")
-        if id_ is not None and (not isinstance(id_, str) or not id_):
-            raise bad("invalid_entries", "an entry's id must be a non-empty string or null")
-        if not isinstance(text, str):
-            raise bad("invalid_entries", "an entry's text must be a string")
-        utf8_size(text)
-        if id_ is not None:
-            utf8_size(id_)
-        entries.append((seq, id_, text))
+        raise bad("invalid_entries", '"entries" must be a list of [seq, id, text, flags, hash]')
+    entries = [parse_wire_entry(item) for item in raw]
     prev = data.get("prev")
-    if prev is not None:
-        if not isinstance(prev, list) or len(prev) != 2 or not _uint(prev[0], 62) or not _uint(prev[1], 32):
-            raise bad("invalid_prev", '"prev" must be [seq, checksum] of the entry before the batch')
-        prev = (prev[0], prev[1])
-    return ReplicateRequest(log_id, entries, prev)
+    if prev is None:
+        raise bad("invalid_prev", '"prev" must be [seq, hash] of the entry before the batch')
+    if not isinstance(prev, list) or len(prev) != 2 or not _uint(prev[0], 62) or parse_hash(prev[1]) is None:
+        raise bad("invalid_prev", '"prev" must be [seq, hash] of the entry before the batch')
+    return ReplicateRequest(log_id, entries, (prev[0], parse_hash(prev[1])))  # type: ignore[arg-type]
+
+
+EPOCH_HEADER = "Replog-Epoch"
+MASTER_HEADER = "Replog-Master"
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who sent an internal request: the master's epoch and its id."""
+
+    epoch: int
+    master: str
+
+    def headers(self) -> dict[str, str]:
+        return {EPOCH_HEADER: str(self.epoch), MASTER_HEADER: self.master}
+
+
+def parse_fence(headers: Any, *, required: bool) -> Fence | None:
+    """The epoch and master id an internal request carries; None if absent and not required."""
+    raw_epoch, master = headers.get(EPOCH_HEADER), headers.get(MASTER_HEADER)
+    if raw_epoch is None and master is None and not required:
+        return None
+    if raw_epoch is None or not raw_epoch.isascii() or not raw_epoch.isdigit() or len(raw_epoch) > 18:
+        raise bad("invalid_epoch", f"internal requests carry {EPOCH_HEADER}: <epoch>, a positive integer")
+    if not master or len(master) > 200:
+        raise bad("invalid_master", f"internal requests carry {MASTER_HEADER}: <master id>")
+    epoch = int(raw_epoch)
+    if epoch < 1:
+        raise bad("invalid_epoch", f"{EPOCH_HEADER} must be at least 1")
+    return Fence(epoch, master)

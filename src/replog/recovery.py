@@ -1,48 +1,63 @@
-"""Start-up recovery of the master: which secondary, if any, holds log entries the master lacks.
+"""Start-up election of a static master: its epoch, whether its own vote counts, how many promises
+it needs, and which node's log it recovers from.
 
-Pure decision logic; the master asks the secondaries and fetches the entries.
+Pure decision logic; the master asks the secondaries, fetches entries and rolls back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
+
+from replog.commitment import majority
 
 
 @dataclass(frozen=True)
-class Answer:
-    """What one secondary said of its log at the master's start-up."""
+class Position:
+    """How far one node's log goes: a node's log epoch, then its seq, rank logs (Raft's up-to-date rule)."""
 
-    url: str
+    url: str | None  # None: the master itself
     log_id: str | None  # None: it holds no log yet
-    seq: int  # highest seq it holds with no gap
-    agrees: bool = True  # its log matches the master's up to the shorter of the two (checksums)
-
-
-@dataclass(frozen=True)
-class Donor:
-    url: str
-    log_id: str
+    log_epoch: int
     seq: int
 
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (self.log_epoch, self.seq)
 
-def enough_answers(answered: int, nodes: int) -> bool:
-    """The master may decide once a majority of all nodes, itself included, has answered."""
-    return answered + 1 >= nodes // 2 + 1
+
+def next_epoch(proposal: int, saved: int, reported: Iterable[int]) -> int:
+    """The epoch to propose: the current proposal if it is still above every epoch seen, else one more."""
+    seen = max([saved, *reported])
+    return proposal if proposal > seen else seen + 1
 
 
-def choose_donor(log_id: str | None, last_seq: int, answers: list[Answer]) -> Donor | None:
-    """The secondary to copy missing entries from, or None if the master holds the most.
+def counts_itself(had_log: bool, saved: int, reported: Iterable[int]) -> bool:
+    """The master's own vote counts only if it restarted on its own log (a data dir that held one,
+    locked by this process) and no node has heard of an epoch newer than the one saved there: an
+    older copy of the data dir, or a lost one, must not outvote a secondary that holds more."""
+    return had_log and saved >= max(reported, default=0)
 
-    A master with entries trusts only secondaries of its own log (others are diverged and
-    never merged). A master with no entries (it lost its memory or its disk) adopts the log
-    of the most advanced secondary. Ties go to the first answer, for determinism.
+
+def promises_needed(nodes: int, self_counts: bool) -> int:
+    """Promises from secondaries needed: a majority of all nodes, less the master's own vote if it
+    counts; never more than there are secondaries (with all of them consulted, nothing is left to learn)."""
+    need = majority(nodes) - (1 if self_counts else 0)
+    return min(need, nodes - 1)
+
+
+def choose_donor(own: Position, answers: Iterable[Position]) -> Position:
+    """The most up-to-date log among the master's own and the promising nodes'; the master's own on a tie.
+
+    A master holding entries trusts only nodes of its own log (others are diverged and never merged);
+    a master with an empty log takes the log of the most up-to-date node, whatever its identity.
     """
-    best: Donor | None = None
+    best = own
     for a in answers:
         if a.log_id is None or a.seq <= 0:
             continue
-        if last_seq > 0 and (a.log_id != log_id or not a.agrees):
+        if own.seq > 0 and a.log_id != own.log_id:
             continue
-        if a.seq > last_seq and (best is None or a.seq > best.seq):
-            best = Donor(a.url, a.log_id, a.seq)
+        if a.rank > best.rank:
+            best = a
     return best

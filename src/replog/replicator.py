@@ -1,9 +1,9 @@
-"""One replicator per secondary: a drain loop that sends pending entries in seq order, in
-batches, one request in flight, and a heartbeat loop that tracks the secondary's health.
+"""One replicator per secondary: a drain loop that sends pending entries in seq order, in batches,
+with a small bounded window of requests in flight, and a heartbeat loop that tracks the
+secondary's health.
 
-The heartbeat loop also resumes the drain loop the moment a secondary comes back (or is
-seen to have restarted), cutting short any backoff and abandoning a request stuck on the
-old connection.
+The heartbeat loop also resumes the drain loop the moment a secondary comes back (or is seen to
+have restarted), cutting short any backoff and abandoning requests stuck on the old connection.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 import structlog
 
 from replog.backoff import Backoff
-from replog.client import Refused, Reply, Transport, TransportError
+from replog.client import Refused, Reply, Stale, Transport, TransportError, Unavailable
 from replog.log import Log
 from replog.progress import Progress, Status
 
@@ -25,7 +25,7 @@ EncodeBatch = Callable[[int, int], bytes]  # (first, last) -> request body
 
 
 class Replicator:
-    """Keeps one secondary's copy of the log complete and in order."""
+    """Keeps one secondary's copy of the log complete and in order, under the master's epoch."""
 
     def __init__(
         self,
@@ -35,10 +35,14 @@ class Replicator:
         transport: Transport,
         *,
         encode: EncodeBatch,
-        on_match: Callable[[int, int], None],
+        on_progress: Callable[[int], None],
         on_status: Callable[[int, Status, Status], None],
+        on_stale: Callable[[int], None],
+        epoch: Callable[[], int],
+        upto: Callable[[], int] | None = None,
         batch_max_count: int = 5000,
         batch_max_bytes: int = 4 << 20,
+        window: int = 4,
         backoff: Backoff = Backoff(),
         heartbeat_interval: float = 1.0,
         suspect_after: int = 2,
@@ -46,7 +50,6 @@ class Replicator:
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
-        upto: Callable[[], int] | None = None,
     ) -> None:
         self.index = index  # this secondary's node index in the Commitment (the master is 0)
         self.url = url
@@ -54,10 +57,16 @@ class Replicator:
         self._log = log
         self._transport = transport
         self._encode = encode
-        self._on_match = on_match  # tells the master how far this secondary holds the log
+        self._on_progress = on_progress  # the master recounts this secondary's acks
         self._on_status = on_status  # tells the master this secondary's status changed
+        self._on_stale = on_stale  # the secondary promised a newer epoch: the master is deposed
+        self._epoch = epoch  # the master's epoch (0: not taking writes, send nothing)
+        # The last seq that may be sent: the master's durable end with a data dir, so that no
+        # secondary ever holds an entry a crash of the master could take back.
+        self._upto = upto if upto is not None else (lambda: log.last_seq)
         self._batch_max_count = batch_max_count
         self._batch_max_bytes = batch_max_bytes
+        self._window = max(1, window)  # replication requests in flight at most
         self._backoff = backoff
         self._interval = heartbeat_interval
         self._suspect_after = suspect_after
@@ -65,18 +74,15 @@ class Replicator:
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
-        # The last seq that may be sent: the master's durable end with a data dir, so that no
-        # secondary ever holds an entry a crash of the master could take back.
-        self._upto = upto if upto is not None else (lambda: log.last_seq)
         self._wake = asyncio.Event()  # one-slot trigger: there may be something to send
         self._kick = asyncio.Event()  # the secondary came back or restarted: stop waiting, resend
-        self._inflight: asyncio.Task[Reply] | None = None
-        self.log = structlog.get_logger().bind(secondary=url)
+        self._inflight: list[asyncio.Task[Reply]] = []  # requests sent and not answered, in seq order
+        self.logger = structlog.get_logger().bind(secondary=url)
 
     # -- what the master calls -------------------------------------------------
 
     def notify(self) -> None:
-        """New entries were appended; repeated calls collapse into one wake-up."""
+        """New entries were appended (or the master's state changed); repeated calls collapse into one wake-up."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -87,50 +93,88 @@ class Replicator:
 
     # -- the drain loop -------------------------------------------------------
 
-    def _ready(self) -> bool:
+    def _sendable(self) -> bool:
         p = self.progress
-        return p.status not in (Status.UNHEALTHY, Status.DIVERGED) and p.next_seq <= self._upto()
+        if p.status in (Status.UNHEALTHY, Status.DIVERGED) or self._epoch() == 0:
+            return False
+        if p.next_seq <= self._upto():
+            return len(self._inflight) < self._window
+        return not self._inflight and p.needs_epoch(self._epoch())
+
+    def _send(self) -> None:
+        p = self.progress
+        first = p.next_seq
+        count = min(self._batch_max_count, self._upto() - first + 1)
+        last = self._log.batch_end(first, count, self._batch_max_bytes) if count > 0 else first - 1
+        if last < first:
+            p.sync_sent()  # nothing to send but our epoch: one request for this position
+        body = self._encode(first, last)
+        self._kick.clear()
+        p.sent(last)
+        self.logger.debug("batch_sent", first=first, last=last, bytes=len(body))
+        self._inflight.append(asyncio.ensure_future(self._transport.replicate(body)))
 
     async def _drain_loop(self) -> None:
-        p = self.progress
-        while True:
-            if not self._ready():
-                await self._wake.wait()
+        try:
+            while True:
                 self._wake.clear()
-                continue
-            first = p.next_seq
-            count = min(self._batch_max_count, self._upto() - first + 1)
-            last = self._log.batch_end(first, count, self._batch_max_bytes)
-            body = self._encode(first, last)
-            self._kick.clear()
-            p.sent(last)
-            self.log.debug("batch_sent", first=first, last=last, bytes=len(body))
-            task = asyncio.ensure_future(self._transport.replicate(body))
-            self._inflight = task
-            try:
-                reply = await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+                while self._sendable():
+                    self._send()
+                if not self._inflight:
+                    await self._wake.wait()
+                    continue
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([*self._inflight, waker], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                delay = self._collect()
+                if delay is not None:
+                    await self._abandon()
+                    if delay > 0:
+                        await self._pause(delay)
+        finally:
+            await self._abandon()
+
+    def _collect(self) -> float | None:
+        """Take the answers that arrived, oldest first. None to go on; else abandon what is in
+        flight and wait that long (0: resend at once)."""
+        p = self.progress
+        while self._inflight and self._inflight[0].done():
+            task = self._inflight.pop(0)
+            if task.cancelled():
                 # Kicked by the heartbeat loop: the secondary is back or restarted.
-                p.next_seq = p.match + 1
+                p.rewind()
+                return 0.0
+            exc = task.exception()
+            if exc is None:
+                p.succeeded(self._clock())
+                self._take(task.result())
                 continue
-            except Refused as exc:
-                self._diverged(exc.code, str(exc))
-                continue
-            except TransportError as exc:
+            if isinstance(exc, Stale):
+                self._on_stale(exc.epoch)
+                return 0.0
+            if isinstance(exc, Refused):
+                self._diverged(exc.code, str(exc), None)
+                return 0.0
+            if isinstance(exc, TransportError):
+                if isinstance(exc, Unavailable) and p.unavailable():
+                    self._status_changed(Status.HEALTHY, p.status, error=str(exc))
                 p.failed()
                 delay = self._backoff.delay(p.failures, self._rand)
-                self.log.info("replicate_retry", first=first, failures=p.failures, delay=round(delay, 3), error=str(exc))
-                await self._pause(delay)
-                continue
-            finally:
-                self._inflight = None
-            p.succeeded()
-            p.last_contact = self._clock()
-            self._take(reply)
-            self.log.debug("batch_acked", first=first, last=last, seq=p.match)
+                self.logger.info("replicate_retry", failures=p.failures, delay=round(delay, 3), error=str(exc))
+                return delay
+            raise exc
+        return None
+
+    async def _abandon(self) -> None:
+        """Cancel every request in flight and wait for them to go."""
+        tasks, self._inflight = self._inflight, []
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.progress.rewind()
 
     async def _pause(self, delay: float) -> None:
         """Sleep for the backoff delay, unless the heartbeat loop kicks us first."""
@@ -145,11 +189,16 @@ class Replicator:
                 t.cancel()
             await asyncio.gather(sleeper, kicked, return_exceptions=True)
 
+    # -- what answers tell -------------------------------------------------------
+
     def _contradiction(self, reply: Reply) -> str | None:
         """Why the secondary's log cannot be ours, or None if it agrees as far as it goes."""
-        if reply.seq > 0 and reply.log is not None and reply.log != self._log.log_id:
+        log = self._log
+        if reply.seq > 0 and reply.log is not None and reply.log != log.log_id:
             return "log_mismatch"
-        if 0 < reply.crc_seq <= self._log.last_seq and reply.crc != self._log.crc(reply.crc_seq):
+        if reply.seq > log.last_seq:
+            return "entry_conflict"  # it holds entries we do not: a tail we never wrote (static roles never merge it)
+        if reply.hash != log.hash(reply.seq):
             return "entry_conflict"
         return None
 
@@ -158,36 +207,30 @@ class Replicator:
         p = self.progress
         conflict = self._contradiction(reply)
         if p.status is Status.DIVERGED:
-            if reply.boot == p.boot:
+            if reply.incarnation == p.incarnation:
                 return False  # the same process, still holding the log it contradicted us with
             if conflict is not None:
-                p.boot = reply.boot  # a new process, but still a contradicting log: stay diverged, no flap
+                p.diverge(reply.incarnation)  # a new process, but still a contradicting log: no flap
                 return False
-            # A new process: judge its log afresh.
-            self._set_status(Status.HEALTHY)
-            p.boot = None
-            p.match = 0
+            before = p.status
+            p.rejoin()  # a new process: judge its log afresh
+            self._status_changed(before, p.status)
         if conflict is not None:
-            p.boot = reply.boot
-            self._diverged(conflict, f"the secondary's log contradicts ours ({conflict}, its seq {reply.seq})")
+            self._diverged(conflict, f"the secondary's log contradicts ours ({conflict}, its seq {reply.seq})", reply)
             return False
-        # Trust only the position whose checksum matched ours: min(its seq, the seq we asked
-        # about). A secondary holding more than we do (we lost entries) is thus never counted
-        # for entries it may hold differently; a contradiction surfaces as a conflict.
-        rewound = p.report(reply.boot, reply.crc_seq)
+        rewound = p.report(reply.incarnation, reply.seq, reply.promised, reply.log_epoch)
         if rewound:
-            self.log.info("secondary_rewound", seq=p.match)
-        self._on_match(self.index, p.match)
+            self.logger.info("secondary_rewound", seq=p.match)
+        self._on_progress(self.index)
         return rewound
 
-    def _diverged(self, code: str, detail: str) -> None:
+    def _diverged(self, code: str, detail: str, reply: Reply | None) -> None:
         p = self.progress
-        if p.status is not Status.DIVERGED:
-            self.log.error("secondary_diverged", code=code, detail=detail)
-            self._set_status(Status.DIVERGED)
-        p.match = 0
-        p.next_seq = 1
-        self._on_match(self.index, 0)
+        before = p.status
+        if p.diverge(reply.incarnation if reply is not None else None):
+            self.logger.error("secondary_diverged", code=code, detail=detail)
+            self._status_changed(before, p.status)
+        self._on_progress(self.index)
 
     # -- the heartbeat loop ---------------------------------------------------
 
@@ -195,14 +238,20 @@ class Replicator:
         p = self.progress
         while True:
             started = self._clock()
+            before = p.status
             try:
                 reply = await self._transport.health(self._log.last_seq)
+            except Stale as exc:
+                self._on_stale(exc.epoch)
+            except Unavailable as exc:
+                if p.unavailable():
+                    self._status_changed(before, p.status, error=str(exc))
             except TransportError as exc:
-                before = p.status
                 if p.beat_missed(self._suspect_after, self._unhealthy_after):
                     self._status_changed(before, p.status, error=str(exc))
+            except Refused as exc:
+                self._diverged(exc.code, str(exc), None)
             else:
-                before = p.status
                 was_diverged = before is Status.DIVERGED
                 # Judge the answer's log before calling it healthy: one diverged at its first
                 # answer is reported unhealthy -> diverged, not through an unannounced healthy.
@@ -215,18 +264,14 @@ class Replicator:
             await self._sleep(max(0.0, self._interval - (self._clock() - started)))
 
     def _resume(self) -> None:
-        """Send again now: cut a backoff short and abandon a request stuck on a dead connection."""
+        """Send again now: cut a backoff short and abandon requests stuck on a dead connection."""
         self._kick.set()
         self._wake.set()
-        if self._inflight is not None and not self._inflight.done():
-            self._inflight.cancel()
-
-    def _set_status(self, status: Status) -> None:
-        before = self.progress.status
-        self.progress.status = status
-        if before is not status:
-            self._status_changed(before, status)
+        for task in self._inflight:
+            task.cancel()
 
     def _status_changed(self, before: Status, after: Status, **kw: object) -> None:
-        self.log.info("secondary_status", before=str(before), after=str(after), **kw)
+        if before is after:
+            return
+        self.logger.info("secondary_status", before=str(before), after=str(after), **kw)
         self._on_status(self.index, before, after)

@@ -1,4 +1,5 @@
-"""A secondary: stores the master's batches through a reorder buffer and shows the gap-free prefix."""
+"""A secondary: keeps its promise to one master epoch, stores that master's batches through a
+reorder buffer, and shows the gap-free, durable prefix."""
 
 from __future__ import annotations
 
@@ -10,129 +11,225 @@ from typing import Any, AsyncIterator
 import structlog
 from aiohttp import web
 
+from replog import errors
 from replog.config import SecondaryConfig
+from replog.datadir import open_log
+from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
 from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
-from replog.log import Log
-from replog.protocol import ApiError, bad, parse_query_int, parse_replicate
+from replog.log import BATCH_MORE, GENESIS
+from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
-from replog.storage import DiskLog
+from replog.storage import Meta, Record
 from replog.views import MessagesView
 
 
 class Secondary:
-    """A secondary's state: its log, the entries held behind a gap, and its boot id."""
+    """A secondary's state: its log, its promise, the entries held behind a gap, its incarnation."""
 
     def __init__(self, config: SecondaryConfig, *, reset: bool = False) -> None:
         self.config = config
-        self.log = Log(uuid.uuid4().hex)  # replaced by the master's identity on the first batch
-        self.adopted = False  # whether log.log_id is a master's (False: a placeholder of an empty log)
-        self.commit: GroupCommit | None = None  # the on-disk log's writer, with --data-dir
-        if config.data_dir is not None:
-            disk = DiskLog(config.data_dir, fsync=config.fsync)
-            if reset:
-                disk.reset()
-            loaded = disk.load()  # CorruptLogError stops the node, naming file and offset
-            if loaded.log_id is not None:
-                self.log.adopt(loaded.log_id)
-                self.adopted = True
-            self.log.extend(loaded.entries)
-            self.commit = GroupCommit(disk)
+        opened = open_log(config.data_dir, fsync=config.fsync, reset=reset)
+        self.log = opened.log  # its identity is a placeholder until the first batch (adopted False)
+        self.adopted = opened.had_log  # whether log.log_id is a master's
+        self.promised = opened.meta.promised  # highest epoch promised ...
+        self.promised_to = opened.meta.promised_to  # ... and to which master
+        self.log_epoch = opened.meta.log_epoch  # our whole log is a prefix of this epoch's master's log
+        self.disk = opened.disk
+        self.commit = GroupCommit(opened.disk, on_failed=self._disk_failed) if opened.disk is not None else None
+        self.failed: str | None = None  # why this node can no longer do its job (its disk failed)
         self.buffer = ReorderBuffer(self.log)
         self.view = MessagesView(self.log)
-        self.boot = uuid.uuid4().hex  # a new one per process: tells the master we restarted
+        self.incarnation = uuid.uuid4().hex  # a new one per process: tells the master we restarted
         self._rng = random.Random(config.seed)
+        self._meta_lock = asyncio.Lock()  # promise, log epoch and identity change one at a time
         self.logger = structlog.get_logger()
 
     @property
     def durable(self) -> int:
-        """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise."""
+        """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise, what reads show."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
-    @property
-    def readable(self) -> int:
-        return self.durable
-
-    def describe(self, at: int | None = None) -> dict[str, Any]:
-        """Where this secondary stands: its durable gap-free seq, and its log's checksum at
-        min(seq, at), so that the master can check the two logs agree before trusting the seq."""
+    def status(self, at: int | None = None) -> dict[str, Any]:
+        """Where this node stands, as every answer to a master carries it: its promise, its log
+        epoch, its durable gap-free seq and the chain value there (and at min(seq, at))."""
         seq = self.durable
-        crc_seq = seq if at is None else min(seq, at)
+        at = seq if at is None else min(seq, at)
         return {
-            "seq": seq,
-            "boot": self.boot,
+            "role": "secondary",
+            "incarnation": self.incarnation,
             "log": self.log.log_id if self.adopted else None,
-            "crc_seq": crc_seq,
-            "crc": self.log.crc(crc_seq),
+            "promised": self.promised,
+            "promised_to": self.promised_to,
+            "log_epoch": self.log_epoch,
+            "seq": seq,
+            "hash": self.log.hash(seq).hex(),
+            "at": at,
+            "at_hash": self.log.hash(at).hex(),
         }
 
-    async def replicate(self, body: bytes) -> dict[str, Any]:
+    # -- promises ----------------------------------------------------------------------
+
+    async def _save(self, **changes: Any) -> None:
+        """Persist the promise, log epoch and identity (with a data dir) before they take effect."""
+        meta = Meta(
+            log_id=changes.get("log_id", self.log.log_id if self.adopted else None),
+            promised=changes.get("promised", self.promised),
+            promised_to=changes.get("promised_to", self.promised_to),
+            log_epoch=changes.get("log_epoch", self.log_epoch),
+        )
+        if self.commit is not None:
+            try:
+                await self.commit.save_meta(meta)
+            except OSError as exc:
+                self._disk_failed(exc)
+                raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
+        self.promised, self.promised_to, self.log_epoch = meta.promised, meta.promised_to, meta.log_epoch
+
+    def _check_fence(self, fence: Fence) -> bool:
+        """Raise StaleEpoch if fence is behind our promise; True if it asks for a new promise."""
+        if fence.epoch < self.promised or (fence.epoch == self.promised and fence.master != self.promised_to):
+            raise errors.StaleEpoch(
+                f"this node has promised epoch {self.promised} to another master", epoch=self.promised
+            )
+        return fence.epoch > self.promised
+
+    async def fence(self, fence: Fence, *, promise: bool) -> None:
+        """Refuse a master of an older epoch; with promise, promise a newer one (durably) first."""
+        if not self._check_fence(fence) or not promise:
+            return
+        async with self._meta_lock:
+            if self._check_fence(fence):
+                await self._save(promised=fence.epoch, promised_to=fence.master)
+                self.buffer.reset()  # entries held behind a gap came from an older master
+                self.logger.info("promised", epoch=fence.epoch, master=fence.master)
+
+    def check_disk(self) -> None:
+        if self.failed is not None:
+            raise errors.DiskFailed(f"this secondary cannot write to its disk: {self.failed}")
+
+    def _disk_failed(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = str(exc)
+            self.logger.critical("disk_failed", error=str(exc), detail="this secondary stops acknowledging")
+
+    # -- replication -------------------------------------------------------------------
+
+    async def replicate(self, body: bytes, fence: Fence) -> dict[str, Any]:
         req = parse_replicate(body)
         if self.config.delay > 0:
             await asyncio.sleep(self.config.delay)
-        adopting = req.log_id != self.log.log_id or not self.adopted
-        if adopting and self.log.last_seq > 0 and self.adopted:
-            self.logger.error("log_mismatch", ours=self.log.log_id, theirs=req.log_id)
-            raise ApiError(
-                409,
-                "log_mismatch",
-                f"this secondary holds another log ({self.log.log_id}); restart it empty to rejoin",
-                **self.describe(),
+        self.check_disk()
+        await self.fence(fence, promise=True)
+        log = self.log
+        adopting = req.log_id != log.log_id or not self.adopted
+        if adopting and self.adopted and log.last_seq > 0:
+            self.logger.error("log_mismatch", ours=log.log_id, theirs=req.log_id)
+            raise errors.LogMismatch(
+                f"this secondary holds another log ({log.log_id}); restart it empty (or with --reset) to rejoin",
+                **self.status(),
             )
-        last = self.log.last_seq
-        if req.prev is not None and 0 < req.prev[0] <= last and self.log.crc(req.prev[0]) != req.prev[1]:
-            self.logger.error("entry_conflict", seq=req.prev[0])
-            raise ApiError(409, "entry_conflict", f"this secondary holds other entries up to seq {req.prev[0]}", **self.describe())
-        if any(seq > last + self.buffer.window for seq, _, _ in req.entries):
+        last = log.last_seq
+        prev_seq, prev_hash = req.prev  # type: ignore[misc]
+        if prev_seq <= last and log.hash(prev_seq) != prev_hash:
+            self.logger.error("entry_conflict", seq=prev_seq)
+            raise errors.EntryConflict(f"this secondary holds other entries up to seq {prev_seq}", **self.status())
+        if any(seq > last + self.buffer.window for seq, *_ in req.entries):
             raise bad("seq_out_of_window", f"entries more than {self.buffer.window} seqs past this secondary's end")
         try:
             self.buffer.check(req.entries)
         except Conflict as exc:
             self.logger.error("entry_conflict", seq=exc.seq)
-            raise ApiError(409, "entry_conflict", str(exc), **self.describe()) from None
+            raise errors.EntryConflict(str(exc), **self.status()) from None
         if adopting:  # only once the batch is known to be acceptable: a refused batch changes nothing
-            self.log.adopt(req.log_id)
-            self.buffer.reset()
-            if self.commit is not None:
-                self.commit.disk.set_log_id(req.log_id)
-            self.adopted = True
-            self.logger.info("log_adopted", log=req.log_id)
+            async with self._meta_lock:
+                if log.last_seq == 0 and (not self.adopted or log.log_id != req.log_id):
+                    await self._save(log_id=req.log_id, log_epoch=0)
+                    log.adopt(req.log_id)
+                    self.buffer.reset()
+                    self.adopted = True
+                    self.logger.info("log_adopted", log=req.log_id)
         released = self.buffer.offer(req.entries)
-        if released.items:
-            self.logger.debug("stored", first=released.first, last=self.log.last_seq)
-            if self.commit is not None:
-                # Ack only what is on disk; concurrent batches share one fsync.
-                await self.commit.wait_durable(self.commit.submit(released.first, released.items))
+        if released.dropped:
+            self.logger.warning("foreign_entries_dropped", count=released.dropped, at=released.first)
+        if released.items and self.commit is not None:
+            # Ack only what is on disk; concurrent batches share one fsync.
+            records = [Record(*item) for item in released.items]
+            try:
+                await self.commit.wait_durable(self.commit.submit(released.first, records))
+            except DiskWriteFailed as exc:
+                raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
+        await self._take_log_epoch(fence, req.prev, req.entries)  # type: ignore[arg-type]
         if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
-            raise ApiError(500, "injected_failure", "stored, then failed on purpose (--fail-rate)", **self.describe())
-        return self.describe(at=max((seq for seq, _, _ in req.entries), default=None))
+            raise errors.Failed("stored, then failed on purpose (--fail-rate)", **self.status())
+        return self.status(at=max((seq for seq, *_ in req.entries), default=prev_seq))
+
+    async def _take_log_epoch(self, fence: Fence, prev: tuple[int, bytes], entries: list[Any]) -> None:
+        """Take the master's epoch as our log epoch once our whole durable log is a prefix of its log:
+        the chain value at our last seq equals the one this request carries for that seq."""
+        if self.log_epoch == fence.epoch or fence.epoch != self.promised or fence.master != self.promised_to:
+            return
+        end = self.durable
+        theirs = {seq: h for seq, _, _, _, h in entries}
+        theirs[prev[0]] = prev[1]
+        if theirs.get(end) != self.log.hash(end) and not (end == 0 and prev == (0, GENESIS)):
+            return
+        async with self._meta_lock:
+            if self.log_epoch != fence.epoch and fence.epoch == self.promised and self.durable == end:
+                await self._save(log_epoch=fence.epoch)
+                self.logger.info("log_epoch_taken", epoch=fence.epoch, seq=end)
+
+    def entries(self, since: int, limit: int) -> list[list[object]]:
+        """Durable entries after since, at most limit of them but never part of a client batch."""
+        log, end = self.log, self.durable
+        last = min(end, since + limit)
+        if last > since:
+            last = min(log.whole_end(last), end)
+            while last > since and log.flags(last) & BATCH_MORE:
+                last -= 1  # only whole batches are durable, so this is a bound, not a scan
+        return log.wire(since + 1, last) if last > since else []
 
 
 SECONDARY = web.AppKey("secondary", Secondary)
 
 
+async def post_promise(request: web.Request) -> web.Response:
+    secondary = request.app[SECONDARY]
+    secondary.check_disk()
+    await secondary.fence(parse_fence(request.headers, required=True), promise=True)  # type: ignore[arg-type]
+    return json_response(secondary.status())
+
+
 async def post_replicate(request: web.Request) -> web.Response:
     secondary = request.app[SECONDARY]
-    return json_response(await secondary.replicate(await read_body(request)))
+    fence = parse_fence(request.headers, required=True)
+    return json_response(await secondary.replicate(await read_body(request), fence))  # type: ignore[arg-type]
 
 
 async def get_entries(request: web.Request) -> web.Response:
     """Internal: raw durable entries, for a master recovering its log at start-up."""
     secondary = request.app[SECONDARY]
+    await secondary.fence(parse_fence(request.headers, required=True), promise=False)  # type: ignore[arg-type]
     since = parse_query_int(request.query, "since") or 0
     limit = parse_query_int(request.query, "limit")
-    limit = 10_000 if limit is None else min(limit, 10_000)
-    last = min(secondary.durable, since + limit)
-    log = secondary.log
-    entries = [[seq, log.raw_id(seq), log.text(seq)] for seq in range(since + 1, last + 1)]
-    return json_response({"log": log.log_id if secondary.adopted else None, "entries": entries})
+    limit = 10_000 if limit is None else max(1, min(limit, 10_000))
+    entries = secondary.entries(since, limit)
+    return json_response({**secondary.status(), "entries": entries})
 
 
 async def get_health(request: web.Request) -> web.Response:
     secondary = request.app[SECONDARY]
+    fence = parse_fence(request.headers, required=False)
+    if fence is not None:  # a master's heartbeat: it must learn at once that we promised another
+        await secondary.fence(fence, promise=False)
+        secondary.check_disk()
     at = parse_query_int(request.query, "at")
     return json_response(
-        {"role": "secondary", **secondary.describe(at), "buffered": len(secondary.buffer.pending)}
+        {
+            **secondary.status(at),
+            "status": "ok" if secondary.failed is None else "disk_failed",
+            "buffered": len(secondary.buffer.pending),
+        }
     )
 
 
@@ -143,18 +240,37 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app[SECONDARY] = secondary
 
     async def disk_writer(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(secondary.commit.run(), name="group commit") if secondary.commit else None
+        commit = secondary.commit
+        task = asyncio.create_task(commit.run(), name="group commit") if commit is not None else None
+        if task is not None:
+            task.add_done_callback(_report_death(secondary))
         try:
             yield
         finally:
             if task is not None:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                secondary.commit.disk.close()  # type: ignore[union-attr]
+                await asyncio.gather(task, return_exceptions=True)  # waits for a write in its thread
+            if secondary.disk is not None:
+                secondary.disk.close()
 
     app.cleanup_ctx.append(disk_writer)
+    app.router.add_post("/promise", post_promise)
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     return app
+
+
+def _report_death(secondary: Secondary) -> Any:
+    """A group-commit task that dies of a bug leaves a node that cannot store: say so, and stop acking."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            secondary.logger.critical("task_died", task=task.get_name(), error=repr(exc))
+            secondary._disk_failed(exc)
+
+    return done

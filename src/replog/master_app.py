@@ -1,0 +1,120 @@
+"""The master's HTTP application: thin handlers around replog.master.Master, and the tasks it owns."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from replog.client import HttpTransport, Transport
+from replog.config import MasterConfig
+from replog.datadir import open_log
+from replog.durable import GroupCommit
+from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
+from replog.master import Master
+from replog.protocol import parse_write
+from replog.replicator import Replicator
+
+MASTER = web.AppKey("master", Master)
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    master = request.app[MASTER]
+    cfg = master.config
+    req = parse_write(
+        await read_body(request),
+        nodes=cfg.nodes,
+        default_w=cfg.default_w,
+        default_timeout=cfg.w_timeout,
+        max_message_bytes=cfg.max_message_bytes,
+    )
+    result = await master.write(req)
+    return json_response(result.body, status=201 if result.created else 200)
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return json_response(request.app[MASTER].health())
+
+
+def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Application:
+    """The master's application. With a data dir its log is locked and loaded here, before it
+    listens; at start-up it wins an epoch and recovers, then runs one replicator per secondary."""
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    opened = open_log(config.data_dir, fsync=config.fsync)  # DataDirLocked / CorruptLogError stop the node
+
+    async def replication(app: web.Application) -> AsyncIterator[None]:
+        health_timeout = max(config.heartbeat_interval, 0.5)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=config.replication_timeout),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+        holder: list[Master] = []
+        transports: list[Transport] = [
+            HttpTransport(
+                session,
+                url,
+                lambda: holder[0].fence,
+                replicate_timeout=config.replication_timeout,
+                health_timeout=health_timeout,
+            )
+            for url in config.secondaries
+        ]
+        master = Master(config, transports, opened, **replicator_kw)
+        holder.append(master)
+        tasks: list[asyncio.Task[Any]] = []
+
+        def own(coro: Any, name: str) -> asyncio.Task[Any]:
+            """Start a task this app owns: cancelled and awaited at shutdown; its death is loud."""
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(_on_death(master, name))
+            tasks.append(task)
+            return task
+
+        if opened.disk is not None:
+            master.attach_disk(GroupCommit(opened.disk, on_durable=master.durable_to, on_failed=master._on_disk_failed))
+            own(master.commit.run(), "group commit")  # type: ignore[union-attr]
+        app[MASTER] = master
+
+        async def start() -> None:
+            await master.recover()
+            for r in master.replicators:
+                own(_supervise(r), f"replicator {r.url}")
+
+        own(start(), "recovery")
+        try:
+            yield
+        finally:
+            for t in reversed(tasks):
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # the group commit waits for its thread
+            await session.close()
+            if opened.disk is not None:
+                opened.disk.close()
+
+    app.cleanup_ctx.append(replication)
+    app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
+    app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
+    app.router.add_get("/health", get_health)
+    return app
+
+
+def _on_death(master: Master, name: str) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            master.task_died(name, task.exception())  # type: ignore[arg-type]
+
+    return done
+
+
+async def _supervise(replicator: Replicator) -> None:
+    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
+    while True:
+        try:
+            await replicator.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            replicator.logger.exception("replicator_crashed")
+            await asyncio.sleep(1.0)
