@@ -81,3 +81,9 @@ class Failed(Refusal):
     """A part of the node died; it tells the truth instead of pretending to work."""
 
     code = "node_failed"
+
+
+class InjectedFailure(Refusal):
+    """A fault injected on purpose (--fail-rate): the request was served, then answered as failed."""
+
+    code = "injected_failure"

@@ -29,6 +29,7 @@ STATUS: dict[type[errors.Refusal], int] = {
     errors.DiskFailed: 503,
     errors.NotMaster: 503,
     errors.Failed: 503,
+    errors.InjectedFailure: 500,
     errors.WriteConcernTimeout: 504,
     errors.IdConflict: 409,
     errors.ReservedId: 400,

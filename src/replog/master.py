@@ -94,6 +94,7 @@ class Master:
         self.failed: str | None = None  # a task of this master died: it says so and takes no writes
         self.disk_failed: str | None = None
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
+        self._history = False  # a node answered with a log: this is no new cluster
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
@@ -148,6 +149,7 @@ class Master:
             try:
                 positions = await self._positions()
                 seen = max([seen, *(e for r in positions.values() for e in self._epochs(r))])
+                self._history = self._history or any(r.log is not None or r.seq > 0 for r in positions.values())
                 proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
                 self.fence = Fence(proposal, self.id)
                 if await self._round(proposal, seen):
@@ -191,7 +193,9 @@ class Master:
             elif not isinstance(reply, Exception):
                 raise reply
         reported = [e for r in promised.values() for e in self._epochs(r)] + [seen]
-        self_counts = counts_itself(self._had_log, self._saved_epoch, reported)
+        self._history = self._history or any(r.log is not None or r.seq > 0 for r in promised.values())
+        blank = not self._history and max(reported) == 0
+        self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:
             self.logger.info("awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts)

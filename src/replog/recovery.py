@@ -32,11 +32,16 @@ def next_epoch(proposal: int, saved: int, reported: Iterable[int]) -> int:
     return proposal if proposal > seen else seen + 1
 
 
-def counts_itself(had_log: bool, saved: int, reported: Iterable[int]) -> bool:
+def counts_itself(had_log: bool, saved: int, reported: Iterable[int], *, blank: bool = False) -> bool:
     """The master's own vote counts only if it restarted on its own log (a data dir that held one,
     locked by this process) and no node has heard of an epoch newer than the one saved there: an
-    older copy of the data dir, or a lost one, must not outvote a secondary that holds more."""
-    return had_log and saved >= max(reported, default=0)
+    older copy of the data dir, or a lost one, must not outvote a secondary that holds more.
+
+    blank: every node that answered has no history at all (no log, no promise, no log epoch): a new
+    cluster, whose master has no log to have lost. Its vote counts then, so that a new cluster takes
+    writes with a secondary still down. (The window: a master that lost its memory, restarted while
+    the only secondaries that answer have lost theirs too, or never heard of it.)"""
+    return (had_log and saved >= max(reported, default=0)) or (blank and not had_log)
 
 
 def promises_needed(nodes: int, self_counts: bool) -> int:

@@ -161,7 +161,7 @@ class Secondary:
                 raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
         await self._take_log_epoch(fence, req.prev, req.entries)  # type: ignore[arg-type]
         if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
-            raise errors.Failed("stored, then failed on purpose (--fail-rate)", **self.status())
+            raise errors.InjectedFailure("stored, then failed on purpose (--fail-rate)", **self.status())
         return self.status(at=max((seq for seq, *_ in req.entries), default=prev_seq))
 
     async def _take_log_epoch(self, fence: Fence, prev: tuple[int, bytes], entries: list[Any]) -> None:
