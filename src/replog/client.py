@@ -19,6 +19,10 @@ class TransportError(Exception):
     """The secondary could not be reached, timed out, or failed (5xx): try again later."""
 
 
+class Malformed(TransportError):
+    """The node answered something no correct node sends: never take data from it."""
+
+
 class Unavailable(TransportError):
     """The secondary answered that it cannot do its job (its disk failed): count it out at once."""
 
@@ -166,4 +170,4 @@ class HttpTransport:
         try:
             return reply, [parse_wire_entry(item) for item in raw]
         except ApiError as exc:
-            raise TransportError(f"the node sent a malformed entry: {exc.detail}") from None
+            raise Malformed(f"the node sent a malformed entry: {exc.detail}") from None

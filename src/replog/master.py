@@ -16,7 +16,7 @@ import structlog
 
 from replog import errors, ids, jsoncodec
 from replog.backoff import Backoff
-from replog.client import Reply, Stale, Transport, TransportError
+from replog.client import Malformed, Reply, Stale, Transport, TransportError
 from replog.commitment import Commitment
 from replog.config import MasterConfig
 from replog.datadir import Opened
@@ -31,6 +31,10 @@ from replog.storage import Meta, Record
 from replog.views import MessagesView
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class BadDonor(TransportError):
+    """The node chosen to recover from sent entries that cannot be its log: take nothing from it, try again."""
 
 
 class BatchEncoder:
@@ -95,6 +99,7 @@ class Master:
         self.disk_failed: str | None = None
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self._history = False  # a node answered with a log: this is no new cluster
+        self.recovery_error: str | None = None  # why the last election round failed, for /health
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
@@ -157,7 +162,11 @@ class Master:
             except (TransportError, Stale) as exc:
                 if isinstance(exc, Stale):
                     seen = max(seen, exc.epoch)
-                self.logger.warning("recovery_retry", epoch=proposal, error=str(exc))
+                self.recovery_error = str(exc)
+                if isinstance(exc, (BadDonor, Malformed)):
+                    self.logger.error("recovery_donor_refused", epoch=proposal, error=str(exc))
+                else:
+                    self.logger.warning("recovery_retry", epoch=proposal, error=str(exc))
             await self._sleep(self.config.heartbeat_interval)
 
     def _epochs(self, reply: Reply) -> tuple[int, ...]:
@@ -266,17 +275,17 @@ class Master:
         while log.last_seq < donor.seq:
             reply, entries = await transport.entries(log.last_seq, 5000)
             if reply.log != log.log_id or not entries:
-                raise TransportError("the donor's log changed during recovery")
+                raise BadDonor("the donor's log changed during recovery")
             first = log.last_seq + 1
             head = log.hash(first - 1)
             items = []
             for i, (seq, id_, text, flags, h) in enumerate(entries):
                 head = chain(head, id_, text, flags)
                 if seq != first + i or head != h:
-                    raise TransportError(f"the donor sent entry {seq}, which does not follow our log")
+                    raise BadDonor(f"the donor sent entry {seq}, which does not chain onto the log before it")
                 items.append((id_, text, flags, h))
             if items[-1][2] & BATCH_MORE:
-                raise TransportError("the donor sent part of a client batch")
+                raise BadDonor("the donor sent part of a client batch")
             log.extend_hashed(items)
             for i, (id_, _, flags, _) in enumerate(items):
                 self.ids.add(first + i, id_, flags)
@@ -520,6 +529,7 @@ class Master:
             "master_id": self.id,
             "waiting_writes": self.commitment.waiting,
             "recovering": self.recovering,
+            "recovery_error": self.recovery_error if self.recovering else None,
             "deposed": self.deposed,
             "failed": self.failed,
             "disk_error": self.disk_failed,

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from replog.cluster import ClusterError, LocalCluster, Node, http_json, wait_until
+from replog.tools.cluster import ClusterError, LocalCluster, Node, http_json, wait_until
 
 try:
     from tests.chaos.proxy import Mode, Proxy
