@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replog.commitment import Commitment, reached
+from replog.commitment import Commitment, majority, reached
 
 
 @pytest.mark.parametrize(
@@ -34,14 +34,22 @@ def test_reached_table(matches, w, seq):
     assert matches == original  # the caller's list is not reordered
 
 
-def test_commitment_reached_and_acks_follow_updates():
+@pytest.mark.parametrize(("nodes", "quorum"), [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)])
+def test_majority(nodes, quorum):
+    assert majority(nodes) == quorum
+    # any two majorities share a node; one node fewer would not
+    assert 2 * quorum > nodes
+    assert 2 * (quorum - 1) <= nodes
+
+
+def test_acks_and_the_quorum_seq_follow_updates():
     c = Commitment(3)
     assert c.nodes == 3
-    assert (c.reached(1), c.reached(2), c.reached(3)) == (0, 0, 0)
+    assert [reached(c.matches, w) for w in (1, 2, 3)] == [0, 0, 0]
     c.update(0, 5)
     c.update(2, 3)
     assert c.matches == [5, 0, 3]
-    assert (c.reached(1), c.reached(2), c.reached(3)) == (5, 3, 0)
+    assert [reached(c.matches, w) for w in (1, 2, 3)] == [5, 3, 0]
     assert [c.acks(s) for s in (1, 3, 4, 5, 6)] == [2, 2, 1, 1, 0]
 
 
@@ -167,6 +175,49 @@ def test_cancel_and_wait_interleaved_past_compaction():
     assert c.waiting == 0
 
 
+# --- drain -------------------------------------------------------------------
+
+
+def test_drain_returns_every_live_waiter_and_leaves_none():
+    c = Commitment(3)
+    c.update(0, 10)
+    waiters = [c.wait(seq, w, (seq, w)) for seq in (1, 4, 9) for w in (2, 3)]
+    c.cancel(waiters[1])
+    released = c.update(1, 4)  # (1, 2) and (4, 2) are satisfied before the drain
+    assert {x.token for x in released} == {(1, 2), (4, 2)}
+    drained = c.drain()
+    assert {x.token for x in drained} == {(4, 3), (9, 2), (9, 3)}
+    assert len(drained) == 3  # each once
+    assert all(not x.live for x in waiters)
+    assert c.waiting == 0
+    assert c.drain() == []
+    # nothing drained comes back, and the counter takes new waiters as before
+    assert c.update(1, 10) == [] and c.update(2, 10) == []
+    later = c.wait(11, 2, "later")
+    assert c.waiting == 1
+    assert c.update(0, 11) == []
+    assert c.update(1, 11) == [later]
+    assert c.waiting == 0
+
+
+def test_drain_of_an_empty_counter_and_after_compaction():
+    c = Commitment(2)
+    assert c.drain() == []
+    kept = []
+    for i in range(1500):
+        waiter = c.wait(5, 2, i)
+        if i % 500 == 0:
+            kept.append(waiter)
+        else:
+            c.cancel(waiter)
+    assert c.waiting == 3
+    assert sorted(x.token for x in c.drain()) == [0, 500, 1000]
+    assert c.waiting == 0
+    c.cancel(kept[0])  # cancelling a drained waiter changes nothing
+    assert c.waiting == 0
+    assert c.update(0, 5) == [] and c.update(1, 5) == []
+
+
 # --- property ------------------------------------------------------------------
 
 
@@ -177,6 +228,7 @@ def scenarios(draw):
         st.tuples(st.just("wait"), st.integers(1, 12), st.integers(1, nodes)),
         st.tuples(st.just("update"), st.integers(0, nodes - 1), st.integers(0, 12)),
         st.tuples(st.just("cancel"), st.integers(0, 1000)),
+        st.tuples(st.just("drain")),
     )
     return nodes, draw(st.lists(op, max_size=60))
 
@@ -217,6 +269,13 @@ def test_waiter_released_iff_w_matches_reach_its_seq_and_never_twice(scenario):
             assert set(ids) == due
             released_ids.update(ids)
             pending = [x for x in pending if id(x) not in due]
+        elif op[0] == "drain":
+            drained = c.drain()
+            ids = [id(x) for x in drained]
+            assert len(ids) == len(set(ids))
+            assert set(ids) == {id(x) for x in pending}, "drain returns exactly the live waiters"
+            cancelled_ids.update(ids)  # gone: never released afterwards
+            pending = []
         elif issued:
             waiter = issued[op[1] % len(issued)]
             c.cancel(waiter)

@@ -7,9 +7,21 @@ import json
 import sys
 
 import pytest
+from multidict import CIMultiDict
 
 from replog import jsoncodec, protocol
-from replog.protocol import ApiError, parse_query_int, parse_replicate, parse_write, resolve_w
+from replog.log import BATCH, BATCH_MORE, GENESIS, Log, chain
+from replog.protocol import (
+    EPOCH_HEADER,
+    MASTER_HEADER,
+    ApiError,
+    Fence,
+    parse_fence,
+    parse_query_int,
+    parse_replicate,
+    parse_write,
+    resolve_w,
+)
 
 NODES = 3
 MAX = 16  # max_message_bytes in these tests
@@ -235,9 +247,7 @@ def test_lone_surrogate_escape_is_400(codec, body):
     assert (err.status, err.code) == (400, "invalid_utf8")
 
 
-@pytest.mark.parametrize(
-    "body", [b'{"message": "x", "timeout": NaN}', b'{"message": "x", "timeout": -Infinity}']
-)
+@pytest.mark.parametrize("body", [b'{"message": "x", "timeout": NaN}', b'{"message": "x", "timeout": -Infinity}'])
 def test_nan_timeout_is_400(codec, body):
     # orjson refuses the literal outright; the stdlib parser yields a float the check must refuse
     err = refused(write, body)
@@ -314,19 +324,64 @@ def test_query_int_refused(raw, name):
 
 # --- replication -------------------------------------------------------------------
 
+H1 = chain(GENESIS, None, "a", 0)
+H2 = chain(H1, "k:0", "b", BATCH | BATCH_MORE)
+H3 = chain(H2, "k:1", "c", BATCH)
+ZERO = GENESIS.hex()
+H1_HEX = H1.hex()
+
 
 def rep(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
+def entries_body(*entries, prev=(0, ZERO)) -> bytes:
+    """A replication body of the given wire entries, after prev."""
+    return rep({"log": "L", "prev": list(prev), "entries": list(entries)})
+
+
+def one(seq=1, id_=None, text="a", flags=0, h=H1_HEX) -> bytes:
+    """A replication body of one entry, each field replaceable by a malformed one."""
+    return entries_body([seq, id_, text, flags, h])
+
+
+def raw_one(text: bytes, id_: bytes = b"null") -> bytes:
+    """A replication body of one entry whose id and text are given as raw JSON bytes."""
+    return b'{"log": "L", "prev": [0, "%s"], "entries": [[1, %s, %s, 0, "%s"]]}' % (
+        ZERO.encode(),
+        id_,
+        text,
+        H1_HEX.encode(),
+    )
+
+
 def test_replicate_accepted(codec):
-    req = parse_replicate(rep({"log": "L1", "entries": [[1, None, "a"], [2, "k", "b"], [7, None, ""]]}))
+    body = rep(
+        {
+            "log": "L1",
+            "prev": [0, ZERO],
+            "entries": [[1, None, "a", 0, H1.hex()], [2, "k:0", "b", 3, H2.hex()], [3, "k:1", "c", 1, H3.hex()]],
+        }
+    )
+    req = parse_replicate(body)
     assert req.log_id == "L1"
-    assert req.entries == [(1, None, "a"), (2, "k", "b"), (7, None, "")]
+    assert req.prev == (0, GENESIS)
+    assert req.entries == [(1, None, "a", 0, H1), (2, "k:0", "b", 3, H2), (3, "k:1", "c", 1, H3)]
+
+
+def test_replicate_takes_what_log_wire_sends():
+    log = Log("L1")
+    log.append("a")
+    log.extend([("k:0", "b", BATCH | BATCH_MORE), ("k:1", "c", BATCH), (None, "", 0)])
+    body = rep({"log": "L1", "prev": [1, log.hash(1).hex()], "entries": log.wire(2, 4)})
+    req = parse_replicate(body)
+    assert req.prev == (1, log.hash(1))
+    assert req.entries == [(seq, *log.item(seq), log.hash(seq)) for seq in (2, 3, 4)]
 
 
 def test_replicate_empty_entries_is_a_probe(codec):
-    assert parse_replicate(rep({"log": "L1", "entries": []})).entries == []
+    req = parse_replicate(rep({"log": "L1", "prev": [7, H1.hex()], "entries": []}))
+    assert (req.entries, req.prev) == ([], (7, H1))
 
 
 @pytest.mark.parametrize(
@@ -337,46 +392,167 @@ def test_replicate_empty_entries_is_a_probe(codec):
         (rep([1, 2]), "invalid_body"),
         (rep("x"), "invalid_body"),
         # the log identity
-        (rep({"entries": []}), "invalid_log"),
-        (rep({"log": "", "entries": []}), "invalid_log"),
-        (rep({"log": 5, "entries": []}), "invalid_log"),
-        (rep({"log": None, "entries": []}), "invalid_log"),
+        (rep({"prev": [0, ZERO], "entries": []}), "invalid_log"),
+        (rep({"log": "", "prev": [0, ZERO], "entries": []}), "invalid_log"),
+        (rep({"log": 5, "prev": [0, ZERO], "entries": []}), "invalid_log"),
+        (rep({"log": None, "prev": [0, ZERO], "entries": []}), "invalid_log"),
         # entries not a list
-        (rep({"log": "L"}), "invalid_entries"),
-        (rep({"log": "L", "entries": None}), "invalid_entries"),
-        (rep({"log": "L", "entries": {"1": "a"}}), "invalid_entries"),
-        (rep({"log": "L", "entries": "abc"}), "invalid_entries"),
-        # wrong arity or shape
-        (rep({"log": "L", "entries": [[1, None]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1, None, "a", "extra"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [{"seq": 1, "id": None, "text": "a"}]}), "invalid_entries"),
-        (rep({"log": "L", "entries": ["1,,a"]}), "invalid_entries"),
+        (rep({"log": "L", "prev": [0, ZERO]}), "invalid_entries"),
+        (rep({"log": "L", "prev": [0, ZERO], "entries": None}), "invalid_entries"),
+        (rep({"log": "L", "prev": [0, ZERO], "entries": {"1": "a"}}), "invalid_entries"),
+        (rep({"log": "L", "prev": [0, ZERO], "entries": "abc"}), "invalid_entries"),
+        # wrong arity or shape (the old three-field wire is refused)
+        (entries_body([1, None, "a"]), "invalid_entries"),
+        (entries_body([1, None, "a", 0]), "invalid_entries"),
+        (entries_body([1, None, "a", 0, H1.hex(), "extra"]), "invalid_entries"),
+        (entries_body([]), "invalid_entries"),
+        (entries_body({"seq": 1, "id": None, "text": "a", "flags": 0, "hash": H1.hex()}), "invalid_entries"),
+        (entries_body("1,,a,0,00"), "invalid_entries"),
         # seq not a positive integer
-        (rep({"log": "L", "entries": [[0, None, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[-1, None, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[True, None, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1.0, None, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [["1", None, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[None, None, "a"]]}), "invalid_entries"),
+        (one(seq=0), "invalid_entries"),
+        (one(seq=-1), "invalid_entries"),
+        (one(seq=True), "invalid_entries"),
+        (one(seq=1.0), "invalid_entries"),
+        (one(seq="1"), "invalid_entries"),
+        (one(seq=None), "invalid_entries"),
+        (one(seq=1 << 62), "invalid_entries"),
         # id not a non-empty string or null
-        (rep({"log": "L", "entries": [[1, "", "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1, 5, "a"]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1, False, "a"]]}), "invalid_entries"),
+        (one(id_=""), "invalid_entries"),
+        (one(id_=5), "invalid_entries"),
+        (one(id_=False), "invalid_entries"),
         # text not a string
-        (rep({"log": "L", "entries": [[1, None, 5]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1, None, None]]}), "invalid_entries"),
-        (rep({"log": "L", "entries": [[1, None, ["a"]]]}), "invalid_entries"),
+        (one(text=5), "invalid_entries"),
+        (one(text=None), "invalid_entries"),
+        (one(text=["a"]), "invalid_entries"),
+        # flags: 0 (single), 1 (batch) or 3 (batch, more follow); BATCH_MORE only with BATCH
+        (one(flags=2), "invalid_entries"),
+        (one(flags=4), "invalid_entries"),
+        (one(flags=5), "invalid_entries"),
+        (one(flags=7), "invalid_entries"),
+        (one(flags=255), "invalid_entries"),
+        (one(flags=256), "invalid_entries"),
+        (one(flags=-1), "invalid_entries"),
+        (one(flags=True), "invalid_entries"),
+        (one(flags=1.0), "invalid_entries"),
+        (one(flags="1"), "invalid_entries"),
+        (one(flags=None), "invalid_entries"),
+        # hash: 32 hex digits
+        (one(h=H1.hex()[:-2]), "invalid_entries"),  # 15 bytes
+        (one(h=H1.hex() + "00"), "invalid_entries"),  # 17 bytes
+        (one(h=H1.hex()[:-1]), "invalid_entries"),  # an odd number of digits
+        (one(h=""), "invalid_entries"),
+        (one(h="zz" * 16), "invalid_entries"),
+        (one(h="0x" + "00" * 15), "invalid_entries"),
+        (one(h="g" + "0" * 31), "invalid_entries"),
+        (one(h=None), "invalid_entries"),
+        (one(h=0), "invalid_entries"),
+        (one(h=list(H1)), "invalid_entries"),
+        # 32 characters, but 11 bytes: bytes.fromhex skips whitespace
+        pytest.param(one(h="00 " * 10 + "00"), "invalid_entries", id="hash-of-32-chars-with-spaces"),
+        (one(h=" " + H1.hex()[1:]), "invalid_entries"),
         # one bad entry among good ones
-        (rep({"log": "L", "entries": [[1, None, "a"], [2, None, 2], [3, None, "c"]]}), "invalid_entries"),
+        (entries_body([1, None, "a", 0, H1.hex()], [2, None, 2, 0, H2.hex()]), "invalid_entries"),
+        (entries_body([1, None, "a", 0, H1.hex()], [2, "k:0", "b", 2, H2.hex()]), "invalid_entries"),
         # not valid Unicode
-        (b'{"log": "L", "entries": [[1, null, "\xff"]]}', "invalid_utf8"),
-        (b'{"log": "L", "entries": [[1, null, "\\ud800"]]}', "invalid_utf8"),
-        (b'{"log": "L", "entries": [[1, "\\udfff", "a"]]}', "invalid_utf8"),
+        (raw_one(b'"\xff"'), "invalid_utf8"),
+        (raw_one(b'"\\ud800"'), "invalid_utf8"),
+        (raw_one(b'"a"', id_=b'"\\udfff"'), "invalid_utf8"),
+        # prev missing
+        (rep({"log": "L", "entries": [[1, None, "a", 0, H1.hex()]]}), "invalid_prev"),
+        (rep({"log": "L", "prev": None, "entries": []}), "invalid_prev"),
     ],
 )
 def test_replicate_refused(codec, body, code):
     err = refused(parse_replicate, body)
+    assert (err.status, err.code) == (400, code)
+
+
+@pytest.mark.parametrize(
+    "prev",
+    [
+        [1],
+        [1, H1.hex(), 3],
+        [-1, ZERO],
+        [1, -5],
+        [1, 123],  # the old CRC number
+        [1, "short"],
+        [1, H1.hex()[:-2]],
+        [1, "zz" * 16],
+        pytest.param([1, "00 " * 10 + "00"], id="hash-of-32-chars-with-spaces"),  # 11 bytes
+        [1, None],
+        [1 << 62, ZERO],
+        ["1", ZERO],
+        [True, ZERO],
+        [None, ZERO],
+        {"seq": 1, "hash": ZERO},
+        "0",
+        0,
+    ],
+)
+def test_replicate_refuses_a_malformed_prev(codec, prev):
+    body = json.dumps({"log": "L", "prev": prev, "entries": [[2, None, "a", 0, H1.hex()]]}).encode()
+    err = refused(parse_replicate, body)
+    assert (err.status, err.code) == (400, "invalid_prev")
+
+
+# --- fencing headers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "fence"),
+    [
+        ({"Replog-Epoch": "1", "Replog-Master": "m1"}, Fence(1, "m1")),
+        ({"Replog-Epoch": "42", "Replog-Master": "http://127.0.0.1:8000"}, Fence(42, "http://127.0.0.1:8000")),
+        ({"Replog-Epoch": "007", "Replog-Master": "m"}, Fence(7, "m")),
+        ({"Replog-Epoch": "123456789012345678", "Replog-Master": "m"}, Fence(123456789012345678, "m")),
+        ({"Replog-Epoch": "3", "Replog-Master": "x" * 200}, Fence(3, "x" * 200)),
+    ],
+)
+@pytest.mark.parametrize("required", [True, False])
+def test_parse_fence_accepted(headers, fence, required):
+    assert parse_fence(headers, required=required) == fence
+
+
+def test_fence_headers_round_trip():
+    fence = Fence(9, "master-a")
+    assert fence.headers() == {EPOCH_HEADER: "9", MASTER_HEADER: "master-a"}
+    assert parse_fence(fence.headers(), required=True) == fence
+
+
+def test_parse_fence_reads_headers_case_insensitively_as_aiohttp_gives_them():
+    headers = CIMultiDict({"replog-epoch": "5", "REPLOG-MASTER": "m5"})
+    assert parse_fence(headers, required=True) == Fence(5, "m5")
+
+
+def test_parse_fence_absent_is_none_unless_required():
+    assert parse_fence({}, required=False) is None
+    assert parse_fence({"Other": "1"}, required=False) is None
+    err = refused(parse_fence, {}, required=True)
+    assert (err.status, err.code) == (400, "invalid_epoch")
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Replog-Epoch": "0", "Replog-Master": "m"}, "invalid_epoch"),  # epochs start at 1
+        ({"Replog-Epoch": "000", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "-1", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "+1", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "1.5", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": " 1", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "abc", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Epoch": "٣", "Replog-Master": "m"}, "invalid_epoch"),  # a non-ASCII digit
+        ({"Replog-Epoch": "1234567890123456789", "Replog-Master": "m"}, "invalid_epoch"),
+        ({"Replog-Master": "m"}, "invalid_epoch"),  # half a fence is no fence, required or not
+        ({"Replog-Epoch": "1"}, "invalid_master"),
+        ({"Replog-Epoch": "1", "Replog-Master": ""}, "invalid_master"),
+        ({"Replog-Epoch": "1", "Replog-Master": "x" * 201}, "invalid_master"),
+    ],
+)
+@pytest.mark.parametrize("required", [True, False])
+def test_parse_fence_refused(headers, code, required):
+    err = refused(parse_fence, headers, required=required)
     assert (err.status, err.code) == (400, code)
 
 
@@ -388,17 +564,3 @@ def test_api_error_body_carries_extra_fields():
     assert err.status == 504
     assert err.body() == {"error": "write_concern_timeout", "detail": "the timeout passed first", "seq": 3, "acks": 2}
     assert str(err) == "the timeout passed first"
-
-
-@pytest.mark.parametrize("prev", [[1], [1, 2, 3], [-1, 0], [1, -5], [1, 1 << 32], ["1", 2], [True, 0], {"seq": 1}])
-def test_parse_replicate_rejects_a_malformed_prev(prev):
-    body = json.dumps({"log": "L", "prev": prev, "entries": [[1, None, "a"]]}).encode()
-    with pytest.raises(ApiError) as info:
-        parse_replicate(body)
-    assert info.value.status == 400 and info.value.code == "invalid_prev"
-
-
-def test_parse_replicate_takes_prev_as_seq_and_checksum():
-    body = json.dumps({"log": "L", "prev": [4, 123], "entries": []}).encode()
-    assert parse_replicate(body).prev == (4, 123)
-    assert parse_replicate(json.dumps({"log": "L", "entries": []}).encode()).prev is None
