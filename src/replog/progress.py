@@ -46,11 +46,12 @@ class Progress:
         Under one incarnation its seq, promise and log epoch never go down, so a lower number is a
         stale answer (pipelined answers can arrive out of order) and max() keeps the newer one. A
         new incarnation is a new process, possibly with less than before (restarted empty): believe
-        it, even downwards.
+        it, even downwards, and resend everything past what it reports.
         """
         rewound = False
         if incarnation != self.incarnation:
-            rewound = self.incarnation is not None and seq < self.match
+            # A new process holds nothing it was merely sent: resend from what it reports.
+            rewound = self.incarnation is not None
             self.incarnation = incarnation
             self.match, self.promised, self.log_epoch = seq, promised, log_epoch
         else:
@@ -89,7 +90,8 @@ class Progress:
         self.rewind()
 
     def rewind(self) -> None:
-        """Resend from the first seq it is not known to hold (a request was abandoned)."""
+        """Resend from the first seq it is not known to hold (a request was abandoned, or every
+        request was answered and it still lacks what was sent: held behind a gap, or dropped)."""
         self.next_seq = self.match + 1
 
     def succeeded(self, now: float) -> None:

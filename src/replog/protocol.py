@@ -152,9 +152,10 @@ def parse_hash(value: Any) -> bytes | None:
     if not isinstance(value, str) or len(value) != 2 * HASH_SIZE:
         return None
     try:
-        return bytes.fromhex(value)
+        raw = bytes.fromhex(value)
     except ValueError:
         return None
+    return raw if len(raw) == HASH_SIZE else None  # fromhex skips whitespace: "00 00 …" is not a hash
 
 
 def parse_wire_entry(item: Any) -> tuple[int, str | None, str, int, bytes]:

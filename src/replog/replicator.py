@@ -129,6 +129,10 @@ class Replicator:
                 finally:
                     waker.cancel()
                 delay = self._collect()
+                if delay is None and not self._inflight and self.progress.next_seq > self.progress.match + 1:
+                    # Every request was answered and it still lacks part of what was sent (held
+                    # behind a gap, or dropped as another chain's): send it again.
+                    self.progress.rewind()
                 if delay is not None:
                     await self._abandon()
                     if delay > 0:

@@ -62,7 +62,9 @@ def test_initial_state():
         ([("report", "A", 2, False), ("sent", 9), ("report", "A", 12, False)], 12, 13),
         ([("report", "A", 5, False), ("report", "B", 0, True)], 0, 1),  # restarted empty: rewind
         ([("report", "A", 5, False), ("sent", 9), ("report", "B", 2, True)], 2, 3),
-        ([("report", "A", 5, False), ("report", "B", 8, False)], 8, 9),  # new incarnation, further on
+        ([("report", "A", 5, False), ("report", "B", 8, True)], 8, 9),  # new incarnation, further on
+        # A new process at the same seq lost what was in flight to the old one: resend it.
+        ([("report", "A", 5, False), ("sent", 9), ("report", "B", 5, True)], 5, 6),
         ([("report", "A", 5, False), ("report", "B", 2, True), ("report", "B", 1, False)], 2, 3),
         ([("report", "A", 5, False), ("report", "B", 2, True), ("report", "A", 1, True)], 1, 2),
     ],
