@@ -88,9 +88,11 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
         finally:
             for t in reversed(tasks):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # the group commit waits for its thread
+            await asyncio.gather(*tasks, return_exceptions=True)
             await session.close()
-            if opened.disk is not None:
+            if master.commit is not None:
+                await master.commit.close()  # waits until no worker thread uses the disk, then closes it
+            elif opened.disk is not None:
                 opened.disk.close()
 
     app.cleanup_ctx.append(replication)

@@ -247,11 +247,10 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
         try:
             yield
         finally:
+            if commit is not None:
+                await commit.close()  # waits until no worker thread uses the disk, then closes it
             if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)  # waits for a write in its thread
-            if secondary.disk is not None:
-                secondary.disk.close()
+                await asyncio.gather(task, return_exceptions=True)
 
     app.cleanup_ctx.append(disk_writer)
     app.router.add_post("/promise", post_promise)
