@@ -36,11 +36,18 @@ class Refused(Exception):
 
 
 class Stale(Exception):
-    """The secondary has promised a newer epoch (or another master): we are deposed."""
+    """The secondary has promised a newer epoch (or this one to another master): we are deposed,
+    unless it holds another log altogether (a node of another cluster, which fences nothing of ours)."""
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, log: str | None = None, seq: int = 0) -> None:
         super().__init__(f"a node has promised epoch {epoch}")
         self.epoch = epoch
+        self.log = log  # the log the node holds, as its answer says
+        self.seq = seq
+
+    def foreign(self, log_id: str) -> bool:
+        """The node holds entries of another log: its promises belong to another cluster."""
+        return self.log is not None and self.log != log_id and self.seq > 0
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,12 @@ class HttpTransport:
             raise TransportError(f"HTTP {status} with a body that is not JSON") from None
         error = data.get("error") if isinstance(data, dict) else None
         if status == 409 and error == "stale_epoch":
-            epoch = data.get("epoch")
-            raise Stale(epoch if isinstance(epoch, int) else 0)
+            epoch, log, seq = data.get("epoch"), data.get("log"), data.get("seq")
+            raise Stale(
+                epoch if isinstance(epoch, int) else 0,
+                log if isinstance(log, str) else None,
+                seq if isinstance(seq, int) else 0,
+            )
         if status == 503 and error in ("disk_failed", "node_failed"):
             raise Unavailable(f"HTTP 503: {error}")
         return status, data

@@ -156,7 +156,7 @@ class Replicator:
                 self._take(task.result())
                 continue
             if isinstance(exc, Stale):
-                self._on_stale(exc.epoch)
+                self._stale(exc)
                 return 0.0
             if isinstance(exc, Refused):
                 self._diverged(exc.code, str(exc), None)
@@ -228,6 +228,12 @@ class Replicator:
         self._on_progress(self.index)
         return rewound
 
+    def _stale(self, exc: Stale) -> None:
+        if exc.foreign(self._log.log_id):
+            self._diverged("log_mismatch", f"the secondary holds another log ({exc.log}), promised elsewhere", None)
+        else:
+            self._on_stale(exc.epoch)
+
     def _diverged(self, code: str, detail: str, reply: Reply | None) -> None:
         p = self.progress
         before = p.status
@@ -246,7 +252,7 @@ class Replicator:
             try:
                 reply = await self._transport.health(self._log.last_seq)
             except Stale as exc:
-                self._on_stale(exc.epoch)
+                self._stale(exc)
             except Unavailable as exc:
                 if p.unavailable():
                     self._status_changed(before, p.status, error=str(exc))

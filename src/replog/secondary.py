@@ -90,7 +90,7 @@ class Secondary:
         """Raise StaleEpoch if fence is behind our promise; True if it asks for a new promise."""
         if fence.epoch < self.promised or (fence.epoch == self.promised and fence.master != self.promised_to):
             raise errors.StaleEpoch(
-                f"this node has promised epoch {self.promised} to another master", epoch=self.promised
+                f"this node has promised epoch {self.promised} to another master", **self.status(), epoch=self.promised
             )
         return fence.epoch > self.promised
 

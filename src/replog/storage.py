@@ -458,23 +458,22 @@ class DiskLog:
         return path
 
     def reset(self) -> None:
-        """Drop every record, the log identity and the log epoch; the log is afterwards new and empty.
+        """Drop every record, the log identity, the log epoch and the promise: the node is new and empty.
 
-        The promise (promised, promised_to) is kept: forgetting it would let a
-        deposed master's late requests count this node again.  Raises
-        CorruptLogError when meta.json is unreadable (the promise would be lost).
+        The promise goes too: a reset node is one of another log (another cluster's copy, a
+        diverged secondary), whose promise belonged to that log's masters; like a node restarted
+        empty it has forgotten them (the README states that window).
         The records go first: a crash in between leaves an empty log that still
         has its identity (a valid, if short, replica), never records without
         the identity they belong to.
         """
-        old, _ = self._read_meta()
         if self._fd is None:
             self._fd = self._open_data()
         os.ftruncate(self._fd, 0)
         self._maybe_fsync(self._fd)
         self._size = 0
         self._last_seq = 0
-        self._write_meta(Meta(promised=old.promised, promised_to=old.promised_to))
+        self._write_meta(Meta())
 
     def close(self) -> None:
         """Close the data file and release the lock (idempotent); load() may be called again."""

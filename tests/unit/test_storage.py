@@ -424,14 +424,15 @@ def test_a_record_that_cannot_be_stored_is_refused(bad: Record) -> None:
         encode_records(1, [bad])
 
 
-def test_reset_keeps_the_promise_only(tmp_path: Path) -> None:
+def test_reset_makes_a_new_node(tmp_path: Path) -> None:
     write_log(tmp_path, SAMPLE)
     log = DiskLog(tmp_path, fsync=False)
     log.save_meta(Meta(log_id="old", promised=9, promised_to="m-9", log_epoch=8))
     log.reset()
     log.close()
-    # Forgetting the promise would let a deposed master count this node again.
-    assert load(tmp_path) == Loaded(Meta(promised=9, promised_to="m-9"), [], 0)
+    # --reset is how a node of another log (another cluster's copy, a diverged secondary) rejoins: its
+    # promise belonged to that log's masters, and keeping it would fence this cluster's master.
+    assert load(tmp_path) == Loaded(Meta(), [], 0)
 
 
 # -- durability of what load() returns (issue 8, defect 8) ------------------------------
