@@ -149,7 +149,7 @@ class Sampler:
                 self.skipped += 1
 
     def _boot(self) -> object:
-        return _get(self.secondary.node.url + "/health", 2.0).get("boot")
+        return _get(self.secondary.node.url + "/health", 2.0).get("incarnation")
 
     def sample(self) -> None:
         epoch = self.master_epoch()
