@@ -5,7 +5,7 @@ When a test fails, the report carries the last lines of the log of every node it
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -10,8 +10,9 @@ import json
 import math
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, settings
@@ -229,9 +230,11 @@ def assert_messages_page(answer: Answer, since: int, limit: int | None, last: in
 
 # Text that JSON and UTF-8 can carry, and text with lone surrogates that they cannot.
 texts = st.text(max_size=40)
+
+
 def _lone_surrogates_only(s: str) -> bool:
     """Holds a surrogate, and no high one followed by a low one (a pair that a \\u escape would make valid)."""
-    pairs = any(0xD800 <= ord(a) < 0xDC00 and 0xDC00 <= ord(b) <= 0xDFFF for a, b in zip(s, s[1:]))
+    pairs = any(0xD800 <= ord(a) < 0xDC00 and 0xDC00 <= ord(b) <= 0xDFFF for a, b in zip(s, s[1:], strict=False))
     return any(0xD800 <= ord(c) <= 0xDFFF for c in s) and not pairs
 
 

@@ -15,8 +15,9 @@ import os
 import socket
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -35,11 +36,11 @@ from httpfuzz import (
     fuzz,
     health_promptly,
     invalid_utf8_bodies,
-    json_values,
     json_depth,
+    json_values,
     methods,
-    note,
     not_json,
+    note,
     paths,
     query_int,
     query_pairs,
@@ -323,12 +324,26 @@ raw_bodies = (
     | truncated_json()
     | st.sampled_from(
         [
-            b"", b" ", b"null", b"[]", b"{}", b'"message"', b'\xef\xbb\xbf{"message":"bom"}',
-            b'{"message":"a"}{"message":"b"}', b'{"message":"a",}', b"{'message':'a'}", b'{"message":"a\x00b"',
-            b'{"message":"\\ud800"}', b'{"message":"\\udc00\\ud800"}', b'{"message":NaN}',
+            b"",
+            b" ",
+            b"null",
+            b"[]",
+            b"{}",
+            b'"message"',
+            b'\xef\xbb\xbf{"message":"bom"}',
+            b'{"message":"a"}{"message":"b"}',
+            b'{"message":"a",}',
+            b"{'message':'a'}",
+            b'{"message":"a\x00b"',
+            b'{"message":"\\ud800"}',
+            b'{"message":"\\udc00\\ud800"}',
+            b'{"message":NaN}',
             b'{"w":Infinity,"message":"a"}',
-            b'{"message":"x","w":1e999}', b'{"message":"x","timeout":-0.0}', b'{"message":"x","w":2,"w":"nope"}',
-            b"[" * 1025 + b"]" * 1025, b"[" * 3000,
+            b'{"message":"x","w":1e999}',
+            b'{"message":"x","timeout":-0.0}',
+            b'{"message":"x","w":2,"w":"nope"}',
+            b"[" * 1025 + b"]" * 1025,
+            b"[" * 3000,
         ]
     )
 )

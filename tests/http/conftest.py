@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer, unused_port
 
 from replog.config import MasterConfig, SecondaryConfig
-from replog.master import build_master_app
+from replog.master_app import build_master_app
 from replog.secondary import build_secondary_app
 
 # Runner kwargs of every test server: a closing server waits at most this long for handlers in flight.
@@ -70,6 +71,18 @@ class Reply:
         return body
 
 
+Fence = tuple[Any, str]  # (epoch, master id) as an internal request carries them
+TEST_MASTER: Fence = (1, "test-master")  # the fence of internal requests that name none
+
+
+def fence_headers(fence: Fence | None) -> dict[str, str]:
+    """The headers of an internal request from the master of this epoch and id (none for None)."""
+    if fence is None:
+        return {}
+    epoch, master = fence
+    return {"Replog-Epoch": str(epoch), "Replog-Master": master}
+
+
 class Api:
     """Speaks HTTP to one node by base URL."""
 
@@ -77,10 +90,18 @@ class Api:
         self.session = session
         self.url = url
 
-    async def request(self, method: str, path: str, *, data: bytes | None = None, json_body: Any = None) -> Reply:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         if json_body is not None:
             data = json.dumps(json_body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
         async with self.session.request(method, self.url + path, data=data, headers=headers) as resp:
             raw = await resp.read()
             assert resp.content_type == "application/json", (resp.status, resp.content_type, raw[:200])
@@ -93,11 +114,21 @@ class Api:
         """POST /messages with body as JSON, or raw bytes in data."""
         return await self.request("POST", "/messages", data=data, json_body=body if data is None else None)
 
-    async def replicate(self, entries: Any, log: str | None = None, *, data: bytes | None = None) -> Reply:
-        """POST /replicate of {"log": log, "entries": entries}, or raw bytes in data."""
-        if data is None:
-            data = json.dumps({"log": log, "entries": entries}).encode()
-        return await self.request("POST", "/replicate", data=data)
+    async def replicate(
+        self, body: Any = None, *, data: bytes | None = None, fence: Fence | None = TEST_MASTER
+    ) -> Reply:
+        """POST /replicate of body as JSON (or raw bytes in data), from the master of fence."""
+        return await self.request(
+            "POST", "/replicate", data=data, json_body=body if data is None else None, headers=fence_headers(fence)
+        )
+
+    async def promise(self, fence: Fence | None = TEST_MASTER) -> Reply:
+        """POST /promise (no body) from the master of fence."""
+        return await self.request("POST", "/promise", headers=fence_headers(fence))
+
+    async def internal(self, path: str, fence: Fence | None = TEST_MASTER) -> Reply:
+        """GET path (GET /entries, or a master's GET /health) with the fence of a master."""
+        return await self.request("GET", path, headers=fence_headers(fence))
 
     async def messages(self, query: str = "") -> list[dict[str, Any]]:
         return (await self.get("/messages" + query)).ok()["messages"]
@@ -132,11 +163,17 @@ class Cluster:
         config: MasterConfig,
         secondaries: list[Node],
         start: Callable[[Node], Awaitable[None]],
+        serve_master: Callable[[MasterConfig], Awaitable[Api]],
     ) -> None:
         self.master = master
         self.config = config
         self.secondaries = secondaries
         self._start = start
+        self._serve_master = serve_master
+
+    async def another_master(self) -> Api:
+        """Start a second master app of the same config (the same secondaries): it must fence the first."""
+        return await self._serve_master(self.config)
 
     async def health(self) -> dict[str, Any]:
         return await self.master.health()
@@ -208,6 +245,10 @@ async def make_cluster(aiohttp_server, session) -> MakeCluster:
         assert node.server is None
         node.server = await aiohttp_server(build_secondary_app(node.config), port=node.port, **SERVER_KW)
 
+    async def serve_master(config: MasterConfig) -> Api:
+        server = await aiohttp_server(build_master_app(config), **SERVER_KW)
+        return Api(session, str(server.make_url("")).rstrip("/"))
+
     async def make(
         secondaries: int = 2,
         *,
@@ -226,8 +267,7 @@ async def make_cluster(aiohttp_server, session) -> MakeCluster:
             nodes.append(node)
         master_kw.setdefault("heartbeat_interval", 0.05)
         config = MasterConfig(secondaries=tuple(n.url for n in nodes), **master_kw)
-        server = await aiohttp_server(build_master_app(config), **SERVER_KW)
-        cluster = Cluster(Api(session, str(server.make_url("")).rstrip("/")), config, nodes, start)
+        cluster = Cluster(await serve_master(config), config, nodes, start, serve_master)
         if wait:
             await cluster.wait_status("ok")
             await cluster.wait_secondaries(*("healthy" if n.up else "unhealthy" for n in nodes))

@@ -3,6 +3,7 @@
 Every answer of the spec's "Client HTTP API": 201/200 writes and batches, idempotent retries,
 every 400/409/413 refusal (with nothing appended), 404/405, 503 no_quorum, 504 write concern
 timeouts, and that a write waiting for its w never holds up other clients or outlives its client.
+Then epochs: the master wins one before it takes writes, and a second master fences the first.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ async def test_default_w_comes_from_the_config(make_cluster, default_w, nodes):
 
 
 async def test_a_message_of_any_unicode_round_trips(cluster):
-    text = "héllo wörld ✓ 🎉 \u0000 \n \"quoted\""
+    text = 'héllo wörld ✓ 🎉 \u0000 \n "quoted"'
     body = (await cluster.master.post({"message": text, "w": 3})).ok(201)
     assert body["text"] == text
     assert texts(await cluster.master.messages()) == [text]
@@ -286,6 +287,8 @@ async def test_a_chunked_body_over_max_body_bytes_is_413(capped):
         ("POST", "/nowhere", 404),
         ("GET", "/messages/1", 404),
         ("POST", "/replicate", 404),
+        ("POST", "/promise", 404),
+        ("GET", "/entries", 404),
         ("DELETE", "/messages", 405),
         ("PUT", "/messages", 405),
         ("PUT", "/health", 405),
@@ -485,7 +488,7 @@ async def test_health_shows_role_status_seq_quorum_and_each_secondary(cluster):
     h = await cluster.wait_for(caught_up, "the master to see both secondaries at seq 3")
     assert (h["role"], h["status"], h["seq"], h["quorum"]) == ("master", "ok", 3, 2)
     assert [s["url"] for s in h["secondaries"]] == list(cluster.config.secondaries)
-    for s, node in zip(h["secondaries"], cluster.secondaries):
+    for s, node in zip(h["secondaries"], cluster.secondaries, strict=True):
         assert s["url"] == node.url and not s["url"].endswith("/")
         assert (s["status"], s["seq"], s["lag"]) == ("healthy", 3, 0)
         assert isinstance(s["last_contact"], (int, float)) and s["last_contact"] >= 0
@@ -512,3 +515,50 @@ async def test_health_goes_suspected_then_unhealthy_when_a_secondary_dies(make_c
     assert h["status"] == "ok"  # the master and secondary 0 are a majority
     assert h["secondaries"][1]["last_contact"] >= 0  # when it was last heard of
     (await cluster.master.post({"message": "still writable", "w": 2})).ok(201)
+
+
+# -- epochs and fencing ----------------------------------------------------------------------------------
+
+
+async def test_the_master_wins_epoch_1_and_the_secondaries_hold_its_log_under_it(cluster):
+    (await cluster.master.post({"message": "a", "w": 3})).ok(201)
+    h = await cluster.health()
+    assert (h["epoch"], h["recovering"], h["deposed"], h["failed"]) == (1, False, False, None)
+    assert isinstance(h["master_id"], str) and h["master_id"]
+    assert h["unconsulted"] == []
+    for s in h["secondaries"]:
+        assert (s["promised"], s["log_epoch"]) == (1, 1), s
+    for node in cluster.secondaries:
+        sh = await node.api.health()
+        assert (sh["promised"], sh["promised_to"], sh["log_epoch"], sh["log"]) == (1, h["master_id"], 1, h["log"])
+
+
+async def test_a_second_master_fences_the_first_and_keeps_its_acknowledged_writes(cluster):
+    (await cluster.master.post({"message": "a1", "w": 2})).ok(201)
+    first_id = (await cluster.health())["master_id"]
+
+    second = await cluster.another_master()
+
+    async def writable() -> dict[str, Any] | None:
+        h = await second.health()
+        return h if h["status"] == "ok" else None
+
+    h2 = await cluster.wait_for(writable, "the second master to take writes")
+    assert h2["epoch"] == 2 and h2["master_id"] != first_id
+    assert texts(await second.messages()) == ["a1"], "a w=2 write survives a new master"
+
+    async def deposed() -> dict[str, Any] | None:
+        h = await cluster.health()
+        return h if h["deposed"] else None
+
+    h1 = await cluster.wait_for(deposed, "the first master to learn it was deposed")
+    assert h1["status"] == "read_only"
+    (await cluster.master.post({"message": "split brain", "w": 1})).error(503, "not_master")
+
+    body = (await second.post({"message": "b2", "w": 3})).ok(201)
+    assert (body["seq"], body["acks"]) == (2, 3)
+    for node in cluster.secondaries:
+        assert texts(await node.api.messages()) == ["a1", "b2"]
+        sh = await node.api.health()
+        assert (sh["promised"], sh["promised_to"], sh["log_epoch"]) == (2, h2["master_id"], 2)
+    assert texts(await cluster.master.messages()) == ["a1"], "the deposed master appended nothing"
