@@ -11,15 +11,18 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+from typing import Any
 
 import pytest
 
 from replog.cluster import wait_until
 
 try:
+    from tests.chaos.checker import History
     from tests.chaos.harness import RunConfig, run
     from tests.chaos.proxy import Mode, Proxy
 except ImportError:  # pytest put tests/ rather than the repository root on sys.path
+    from chaos.checker import History  # type: ignore[no-redef]
     from chaos.harness import RunConfig, run  # type: ignore[no-redef]
     from chaos.proxy import Mode, Proxy  # type: ignore[no-redef]
 
@@ -43,6 +46,73 @@ def test_no_invariant_violation_under_faults(config: RunConfig) -> None:
     assert sum(result.faults.values()) > 0, result.summary()
     assert result.outcomes["ok"] > 0, result.summary()
     assert result.ok, f"seed {config.seed}: {len(result.violations)} violations\n{result.summary()}"
+
+
+# -- the checker's rule "no seq with two entries across nodes at any sample" ---------------------------
+
+
+def entries(*pairs: tuple[int, str]) -> list[dict[str, Any]]:
+    return [{"seq": seq, "id": None, "text": text} for seq, text in pairs]
+
+
+def kinds(history: History) -> list[str]:
+    return [v[1 : v.index("]")] for v in history.violations]
+
+
+def test_two_nodes_with_other_entries_at_one_seq_are_reported_with_both() -> None:
+    h = History(0.0)
+    h.observe("master", entries((1, "a"), (2, "b")), 0)
+    h.observe("s1", entries((1, "a"), (2, "B")), 0)
+    assert kinds(h) == ["seq-conflict"]
+    assert "seq 2" in h.violations[0] and "'B'" in h.violations[0] and "'b'" in h.violations[0]
+    assert "s1@" in h.violations[0] and "master@" in h.violations[0]
+
+
+def test_the_same_entries_everywhere_and_again_are_fine() -> None:
+    h = History(0.0)
+    for node in ("master", "s1", "s2", "master", "s1"):
+        h.observe(node, entries((1, "a"), (2, "b")), 0)
+        h.observe(node, entries((2, "b"), (3, "c")), 1)
+    assert h.violations == []
+
+
+def test_what_a_node_showed_before_it_restarted_empty_still_counts() -> None:
+    h = History(0.0)
+    h.observe("s1", entries((1, "a"), (2, "b")), 0)
+    h.lost("s1")  # restarted without its log; the master still holds seq 2 = b
+    h.observe("master", entries((1, "a"), (2, "b")), 0)
+    h.observe("s1", entries((1, "a"), (2, "x")), 0)
+    assert kinds(h) == ["seq-conflict"]
+    h2 = History(0.0)
+    h2.observe("s1", entries((1, "a"), (2, "b")), 0)
+    h2.lost("s1")
+    h2.observe("s1", entries((1, "a"), (2, "x")), 0)  # nobody holds b any more: nothing contradicts x
+    assert h2.violations == []
+
+
+def test_an_entry_only_a_lost_master_held_may_be_replaced_but_one_a_secondary_holds_may_not() -> None:
+    h = History(0.0)
+    h.observe("master", entries((1, "a"), (2, "b"), (3, "c")), 0)
+    h.observe("s1", entries((1, "a"), (2, "b")), 0, generation=0)
+    h.lost("master")  # restarted in memory: seq 3 = c was only in its log
+    h.observe("master", entries((1, "a"), (2, "b"), (3, "d"), (4, "c")), 0)  # c retried by id after the restart
+    assert h.violations == []
+    h.observe("master", entries((1, "a"), (2, "e")), 0)  # but s1 still holds 2 = b
+    assert kinds(h) == ["seq-conflict"]
+
+
+def test_a_read_sent_before_the_loss_counts_for_the_old_log() -> None:
+    h = History(0.0)
+    h.lost("master")
+    h.observe("master", entries((1, "a")), 0, generation=0)  # answered by the process killed since
+    h.observe("s1", entries((1, "b")), 0)
+    assert h.violations == []
+
+
+def test_duplicates_and_gaps_are_still_reported() -> None:
+    h = History(0.0)
+    h.observe("master", entries((1, "a"), (2, "a"), (4, "c")), 0)
+    assert sorted(kinds(h)) == ["duplicate", "gap"]
 
 
 # -- the proxy's capture and late delivery ------------------------------------------------------------
