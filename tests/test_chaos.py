@@ -1,9 +1,10 @@
 """The chaos suite's CI part: a fixed seed set of short runs, each with zero invariant violations.
 
 Each run is a real cluster (replog processes on loopback) under concurrent writers at mixed w
-while a seeded nemesis kills, pauses, partitions and restarts nodes; see tests/chaos/. A failing
-run's message holds its seed, its summary and the command that reproduces it. Longer soaks:
-`python -m tests.chaos.harness --soak MINUTES`.
+while a seeded nemesis kills, pauses, partitions and restarts nodes, and delivers a dead master's
+replication requests late; see tests/chaos/. A failing run's message holds its seed, its summary
+and the command that reproduces it. Longer soaks: `python -m tests.chaos.harness --soak MINUTES`.
+Besides: two masters over the same secondaries, and the checker's and the proxy's own tests.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ except ImportError:  # pytest put tests/ rather than the repository root on sys.
     from chaos.proxy import Mode, Proxy  # type: ignore[no-redef]
 
 # Seeds picked so that together they inject every fault kind (see the summary each run prints):
-# in memory: kills (quick and slow), a partition with a restart behind it, drops, resets;
-# on disk: master kills and recovery, a partition with a restart, pauses, latency;
-# three flaky, slow secondaries (--fail-rate 0.2, --delay 0.05): kills, pauses, latency, partitions;
-# overlapping faults on disk (quorum lost at times: 503s): master kills during secondary faults, replays.
+# in memory: kills, pauses, drops, replays, and a late delivery (copies of requests that went through)
+#   after the master restarted without its log;
+# on disk: kills, pauses, drops, and a late delivery of requests held back from s1 after the master
+#   restarted with its data dir wiped;
+# three flaky, slow secondaries (--fail-rate 0.2, --delay 0.05): kills, pauses, a cut;
+# overlapping faults on disk (quorum lost at times: 503s): master kills during secondary faults, resets,
+#   latency, partitions, a restart behind a partition.
 RUNS = [
     pytest.param(RunConfig(seed=10, duration=12), id="memory-seed10"),
     pytest.param(RunConfig(seed=17, duration=12, data_dirs=True), id="data-dirs-seed17"),
@@ -46,6 +50,17 @@ def test_no_invariant_violation_under_faults(config: RunConfig) -> None:
     assert sum(result.faults.values()) > 0, result.summary()
     assert result.outcomes["ok"] > 0, result.summary()
     assert result.ok, f"seed {config.seed}: {len(result.violations)} violations\n{result.summary()}"
+
+
+@pytest.mark.timeout(90)
+def test_two_masters_never_both_acknowledge_a_majority_write() -> None:
+    """A second in-memory master over the same secondaries while the first takes writes: the later one
+    fences the first, no seq shows two entries, no write acknowledged with w >= majority is lost."""
+    config = RunConfig(seed=3, duration=6, two_masters=True, converge_timeout=15)
+    result = run(config)
+    assert result.faults["second_master"] == 1, result.summary()
+    assert result.outcomes["ok"] > 0, result.summary()
+    assert result.ok, f"two masters, seed {config.seed}: {len(result.violations)} violations\n{result.summary()}"
 
 
 # -- the checker's rule "no seq with two entries across nodes at any sample" ---------------------------
