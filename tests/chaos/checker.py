@@ -4,7 +4,10 @@ Each violation is one readable string, "[invariant] what was seen". The invarian
 
 - prefix: a secondary's list, read just before the master's, is a prefix of it (sampled during the run);
 - gap / shrink: a node shows seqs 1..n with no gap, and within one process its list never gets shorter;
-- seq-conflict: no seq ever shows two different entries, on any node, at any time;
+- seq-conflict: no seq ever shows two different (id, text), on any node, at any sample, counting what a
+  node showed before it restarted; the one exception is an entry every node that showed it has since lost
+  (restarted without its log), as a master restarted in memory loses a write only it held (SPEC: one
+  acknowledged with a smaller w survives only if a secondary holding it answers at the restart);
 - duplicate: no message text (they are unique per write) appears at two seqs;
 - converge: after healing, every node shows the same list within a deadline;
 - lost: every write answered 2xx or 504 is on every node at the end, at the seq it was answered with;
@@ -26,22 +29,53 @@ from typing import Any, Callable
 
 from replog.tools.cluster import ClusterError, LocalCluster, Node, http_json
 
-from .workload import ALLOWED_STATUSES, Op, answered_entries
+from .workload import ALLOWED_STATUSES, Attempt, Op, answered_entries
+
+MayLose = Callable[[Op, Attempt], bool]  # whether this stored answer may be undone (its master lost its log since)
+
+
+def _never(op: Op, attempt: Attempt) -> bool:
+    return False
 
 OVERLAP = 64  # entries re-read at each incremental sample, so a change just before the cursor is seen
 
 
+Memory = tuple[str, int]  # (node, how many times it had lost its log when it showed an entry)
+
+
 class History:
-    """Every entry any node showed, ever: a seq has one entry, a text one seq. Collects violations."""
+    """Every entry any node showed, ever: a seq has one entry, a text one seq. Collects violations.
+
+    Per seq it keeps one entry: [id, text, "node@t" where first seen, the memories that showed it];
+    so each sample costs a dict look-up and a compare per entry read, whatever the run's length.
+    """
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
-        self.by_seq: dict[int, tuple[str, str, str]] = {}  # seq -> (id, text, "node@t" where first seen)
+        self.by_seq: dict[int, list[Any]] = {}  # seq -> [id, text, where first seen, tuple of Memory]
         self.by_text: dict[str, int] = {}
+        self.generations: dict[str, int] = {}  # node -> times it lost its log (restarted empty)
         self.violations: list[str] = []
         self.samples = 0  # prefix comparisons made
         self._reported: set[tuple[str, object]] = set()
         self._lock = threading.Lock()
+
+    def lost(self, node: str) -> None:
+        """node has just been killed and will come back without its log. Call it after the kill and
+        before the restart: then a read sent earlier was answered by the old process or not at all."""
+        with self._lock:
+            self.generations[node] = self.generations.get(node, 0) + 1
+
+    def generation(self, node: str) -> int:
+        """How many times node lost its log so far: take it just before sending a read of node."""
+        return self.generations.get(node, 0)
+
+    def _gone(self, memory: Memory) -> bool:
+        return memory[1] < self.generations.get(memory[0], 0)
+
+    @staticmethod
+    def _names(memories: tuple[Memory, ...]) -> str:
+        return ", ".join(f"{node}#{gen}" if gen else node for node, gen in memories)
 
     def violation(self, invariant: str, key: object, text: str) -> None:
         """Record a violation once per (invariant, key), so that one bad seq does not flood the report."""
@@ -54,25 +88,65 @@ class History:
     def stamp(self, node: str) -> str:
         return f"{node}@t={time.monotonic() - self.t0:.2f}"
 
-    def observe(self, node: str, entries: list[dict[str, Any]], since: int) -> None:
-        """Entries a node showed for `GET /messages?since=since`: gap-free from since+1, consistent with all seen."""
-        where = self.stamp(node)
+    def observe(
+        self,
+        node: str,
+        entries: list[dict[str, Any]],
+        since: int,
+        *,
+        generation: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        """Entries a node showed for `GET /messages?since=since`: gap-free from since+1, consistent with all seen.
+
+        generation: node's generation when the read was sent (default: now); label names the read in reports.
+        """
+        where = self.stamp(label or node)
+        memory: Memory = (node, self.generation(node) if generation is None else generation)
         expected = since + 1
         for e in entries:
             seq, id_, text = e["seq"], e["id"], e["text"]
             if seq != expected:
-                self.violation("gap", (node, seq), f"{where} showed seq {seq} where seq {expected} was due")
+                self.violation("gap", (label or node, seq), f"{where} showed seq {seq} where seq {expected} was due")
                 expected = seq
             expected += 1
+            conflict = None
+            duplicate = None
             with self._lock:
-                seen = self.by_seq.setdefault(seq, (id_, text, where))
+                seen = self.by_seq.get(seq)
+                if seen is None:
+                    self.by_seq[seq] = [id_, text, where, (memory,)]
+                elif seen[0] == id_ and seen[1] == text:
+                    if memory not in seen[3]:
+                        seen[3] += (memory,)
+                elif all(self._gone(m) for m in seen[3]):
+                    # Every node that showed the old entry has lost its log since: nothing holds it any more.
+                    if self.by_text.get(seen[1]) == seq:
+                        del self.by_text[seen[1]]
+                    self.by_seq[seq] = [id_, text, where, (memory,)]
+                else:
+                    conflict = (seen[0], seen[1], seen[2], self._names(seen[3]))
                 other = self.by_text.setdefault(text, seq)
-            if seen[:2] != (id_, text):
+                if other != seq:
+                    held = self.by_seq.get(other)
+                    if held is not None and held[1] == text and not all(self._gone(m) for m in held[3]):
+                        duplicate = (other, held[2])
+                    else:
+                        self.by_text[text] = seq  # its other seq holds it no more (lost with every copy)
+            if conflict is not None:
                 self.violation(
-                    "seq-conflict", seq, f"seq {seq} is {id_!r} {text!r} on {where} but was {seen[0]!r} {seen[1]!r} on {seen[2]}"
+                    "seq-conflict", seq,
+                    f"seq {seq}: {where} shows {id_!r} {text!r}, "
+                    f"but {conflict[2]} showed {conflict[0]!r} {conflict[1]!r} (held by {conflict[3]})",
                 )
-            if other != seq:
-                self.violation("duplicate", text, f"text {text!r} is at seq {seq} on {where} and was seen at seq {other}")
+            if duplicate is not None:
+                where_else = f"seq {duplicate[0]} on {duplicate[1]}"
+                self.violation("duplicate", text, f"text {text!r} is at seq {seq} on {where} and at {where_else}")
+
+
+def incarnation(health: dict[str, Any]) -> object:
+    """The id a node's /health gives its process (a new one per start), whichever name it has."""
+    return health.get("incarnation", health.get("boot"))
 
 
 def _get(url: str, timeout: float) -> Any:
@@ -101,6 +175,7 @@ class Cursor:
         """
         since = max(0, self.length - OVERLAP) if incarnation == self.incarnation else 0
         sent = time.monotonic()
+        generation = self.history.generation(self.name)
         body = _get(f"{self.node.url}/messages?since={since}", self.timeout)
         entries = body["messages"]
         if since > 0 and not entries:
@@ -110,9 +185,10 @@ class Cursor:
                     "shrink", (self.name, self.length), f"{self.history.stamp(self.name)} showed {self.length} entries, later at most {since}"
                 )
             sent = time.monotonic()
+            generation = self.history.generation(self.name)
             body = _get(f"{self.node.url}/messages", self.timeout)
             entries, since = body["messages"], 0
-        self.history.observe(self.name, entries, since)
+        self.history.observe(self.name, entries, since, generation=generation)
         self.length = entries[-1]["seq"] if entries else since
         self.incarnation = incarnation
         self.series.append((sent, self.length))
@@ -149,7 +225,7 @@ class Sampler:
                 self.skipped += 1
 
     def _boot(self) -> object:
-        return _get(self.secondary.node.url + "/health", 2.0).get("incarnation")
+        return incarnation(_get(self.secondary.node.url + "/health", 2.0))
 
     def sample(self) -> None:
         epoch = self.master_epoch()
@@ -176,17 +252,55 @@ class Sampler:
             )
 
 
+class Watcher:
+    """One thread reading several nodes in turn, each through its own Cursor (and so its own History),
+    until stopped: for runs whose nodes are not a master and its secondaries (two masters, say)."""
+
+    def __init__(self, cursors: list[Cursor], *, interval: float = 0.05) -> None:
+        self.cursors = cursors
+        self.interval = interval
+        self.reads = 0
+        self.skipped = 0  # reads abandoned because the node did not answer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for cursor in self.cursors:
+                def now(node: Node = cursor.node) -> object:
+                    return incarnation(_get(node.url + "/health", 2.0))
+
+                try:
+                    cursor.read(now(), now)
+                    self.reads += 1
+                except (OSError, ClusterError, ValueError, KeyError, TypeError):
+                    self.skipped += 1
+
+
 # -- after the run -----------------------------------------------------------------
 
 
-def converge(cluster: LocalCluster, timeout: float) -> tuple[bool, dict[str, list[dict[str, Any]]], float]:
-    """Wait until every node shows the master's list: (converged, each node's final list, seconds waited)."""
+def converge(
+    cluster: LocalCluster, timeout: float, *, master: Node | None = None, master_name: str = "master"
+) -> tuple[bool, dict[str, list[dict[str, Any]]], float]:
+    """Wait until every secondary shows the master's list: (converged, each node's final list, seconds waited).
+
+    master: the node whose list is the reference (default the cluster's), named master_name in the result.
+    """
     start = time.monotonic()
-    names = ["master", *(f"s{i + 1}" for i in range(len(cluster.secondaries)))]
+    leader = master if master is not None else cluster.master
+    nodes = {master_name: leader, **{f"s{i + 1}": s for i, s in enumerate(cluster.secondaries)}}
 
     def seqs_match() -> bool:
         try:
-            m = cluster.master.health(timeout=2.0)
+            m = leader.health(timeout=2.0)
             if m.get("status") != "ok" or any(s["status"] != "healthy" or s["lag"] for s in m["secondaries"]):
                 return False
             return all(s.health(timeout=2.0).get("seq") == m["seq"] for s in cluster.secondaries)
@@ -195,16 +309,16 @@ def converge(cluster: LocalCluster, timeout: float) -> tuple[bool, dict[str, lis
 
     while time.monotonic() - start < timeout:
         if seqs_match():
-            lists = _read_all(cluster, names)
-            if all(lst == lists["master"] for lst in lists.values()):
+            lists = _read_all(nodes)
+            if all(lst == lists[master_name] for lst in lists.values()):
                 return True, lists, time.monotonic() - start
         time.sleep(0.1)
-    return False, _read_all(cluster, names), time.monotonic() - start
+    return False, _read_all(nodes), time.monotonic() - start
 
 
-def _read_all(cluster: LocalCluster, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+def _read_all(nodes: dict[str, Node]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, node in zip(names, cluster.nodes):
+    for name, node in nodes.items():
         try:
             out[name] = node.messages(timeout=30.0)
         except (OSError, ClusterError):
@@ -221,43 +335,68 @@ def check_final(
     waited: float,
     series: list[list[tuple[float, int]]] = (),  # type: ignore[assignment]
     losses: dict[int, list[tuple[float, float]]] | None = None,
+    may_lose: MayLose = _never,
+    reference: str = "master",
 ) -> None:
     """The checks after healing; violations go to history.
 
     series[i] is secondary i's samples (time sent, entries shown); losses[i] the (killed, restarted)
     times of its restarts that lost its log; with them the write concern of every 2xx is checked.
+    may_lose(op, answer) says an answer may be undone: its entries are then either where it said or gone.
+    finals[reference] is the final log every other list is compared with.
     """
     for name, entries in finals.items():
-        history.observe(name + "(final)", entries, 0)
-    master = finals["master"]
+        history.observe(name, entries, 0, label=name + "(final)")
+    master = finals[reference]
     if not converged:
         lengths = ", ".join(f"{name} {len(lst)}" for name, lst in finals.items())
-        first_diff = _first_difference(finals)
+        first_diff = _first_difference(finals, reference)
         history.violation("converge", None, f"the nodes did not converge within {waited:.1f}s: lengths {lengths}{first_diff}")
     at = {e["text"]: e["seq"] for e in master}
     ids = Counter(e["id"] for e in master)
+    kept = {op.op_id: _kept_answers(op, at, may_lose) for op in ops}
     for op in ops:
-        _check_op(history, op, finals, at, ids)
-    _check_order(history, ops, at)
+        _check_op(history, op, kept[op.op_id], finals, at, ids)
+    _check_order(history, ops, kept, at)
     if series:
-        _check_write_concern(history, ops, series, losses or {})
+        _check_write_concern(history, ops, kept, series, losses or {})
 
 
-def _first_difference(finals: dict[str, list[dict[str, Any]]]) -> str:
-    master = finals["master"]
+def _kept_answers(op: Op, at: dict[str, int], may_lose: MayLose) -> list[Attempt]:
+    """The op's stored answers, less those that may be undone and were (not all their entries where they said)."""
+    kept = []
+    for a in op.stored_answers():
+        try:
+            in_place = all(at.get(text) == seq for seq, _, text in answered_entries(a.body))
+        except (KeyError, TypeError):
+            in_place = True  # malformed: _check_op reports it
+        if in_place or not may_lose(op, a):
+            kept.append(a)
+    return kept
+
+
+def _first_difference(finals: dict[str, list[dict[str, Any]]], reference: str = "master") -> str:
+    master = finals[reference]
     for name, lst in finals.items():
         for a, b in zip(master, lst):
             if a != b:
-                return f"; first difference at seq {a['seq']}: master {a} vs {name} {b}"
+                return f"; first difference at seq {a['seq']}: {reference} {a} vs {name} {b}"
     return ""
 
 
-def _check_op(history: History, op: Op, finals: dict[str, list[dict[str, Any]]], at: dict[str, int], ids: Counter[str]) -> None:
+def _check_op(
+    history: History,
+    op: Op,
+    stored: list[Attempt],
+    finals: dict[str, list[dict[str, Any]]],
+    at: dict[str, int],
+    ids: Counter[str],
+) -> None:
     for a in op.attempts:
         if a.status is not None and a.status not in ALLOWED_STATUSES:
             history.violation("status", (op.op_id, a.status), f"{op.op_id} got HTTP {a.status}: {a.body}")
     answered: set[tuple[tuple[int, str, str], ...]] = set()
-    for a in op.stored_answers():
+    for a in stored:
         try:
             entries = tuple(answered_entries(a.body))
         except (KeyError, TypeError):
@@ -292,11 +431,11 @@ def _check_op(history: History, op: Op, finals: dict[str, list[dict[str, Any]]],
                 history.violation("idempotency", key, f"id {key!r} is stored {ids[key]} times")
 
 
-def _check_order(history: History, ops: list[Op], at: dict[str, int]) -> None:
+def _check_order(history: History, ops: list[Op], kept: dict[str, list[Attempt]], at: dict[str, int]) -> None:
     """A write acknowledged (2xx or 504) before another write was first sent holds a lower seq."""
     acked: list[tuple[float, int, str]] = []  # (answer time, highest seq, op) of every write with a stored answer
     for op in ops:
-        answers = op.stored_answers()
+        answers = kept[op.op_id]
         seqs = [at.get(t) for t in op.texts]
         if answers and None not in seqs:
             acked.append((min(a.ended for a in answers), max(seqs), op.op_id))  # type: ignore[type-var]
@@ -323,7 +462,11 @@ LOSS_MARGIN = 1.0
 
 
 def _check_write_concern(
-    history: History, ops: list[Op], series: list[list[tuple[float, int]]], losses: dict[int, list[tuple[float, float]]]
+    history: History,
+    ops: list[Op],
+    kept: dict[str, list[Attempt]],
+    series: list[list[tuple[float, int]]],
+    losses: dict[int, list[tuple[float, float]]],
 ) -> None:
     """A 2xx with w=k at time T: at T, k-1 secondaries held the write (and all before it).
 
@@ -333,7 +476,7 @@ def _check_write_concern(
     """
     times = [[t for t, _ in s] for s in series]
     for op in ops:
-        acked = [a for a in op.stored_answers() if a.status in (200, 201)]
+        acked = [a for a in kept[op.op_id] if a.status in (200, 201)]
         if not acked:
             continue
         answer = min(acked, key=lambda a: a.ended)

@@ -2,6 +2,7 @@
 
     python -m tests.chaos.harness --seed 7 --duration 20 [--data-dir] [--secondaries 3]
     python -m tests.chaos.harness --soak 30            # runs of --duration each, seeds and shapes rotating
+    python -m tests.chaos.harness --two-masters --seed 7 --duration 8   # a second master over the same secondaries
 
 Prints a summary (faults injected by kind, writes by outcome, violations) and the seed; a failing
 run prints the exact command that reproduces it and keeps its nodes' logs. Exit status 1 on violations.
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from replog.tools.cluster import ClusterError, LocalCluster
+from replog.tools.cluster import ClusterError, LocalCluster, Node, free_port
 
-from .checker import History, Sampler, check_final, converge
+from .checker import LOSS_MARGIN, Cursor, History, Sampler, Watcher, check_final, converge
 from .nemesis import Nemesis, schedule
 from .proxy import Proxy
-from .workload import Workload
+from .workload import Attempt, Op, Workload
 
 # Log events that a node under these faults should never write: a bug, a crash of a task, a divergence.
 BAD_EVENTS = frozenset({"request_failed", "replicator_crashed", "disk_write_failed", "secondary_diverged", "entry_conflict", "log_mismatch"})
@@ -45,6 +46,7 @@ class RunConfig:
     proxy: bool = True  # put secondary 1 behind the fault proxy
     converge_timeout: float = 30.0
     keep: bool = False  # keep the nodes' logs even if the run passes
+    two_masters: bool = False  # no nemesis: a second in-memory master is started over the same secondaries
 
     def command(self) -> str:
         """The command line that runs exactly this run."""
@@ -61,6 +63,8 @@ class RunConfig:
             parts.append(f"--writers {self.writers}")
         if not self.proxy:
             parts.append("--no-proxy")
+        if self.two_masters:
+            parts.append("--two-masters")
         return " ".join(parts)
 
 
@@ -90,7 +94,7 @@ class RunResult:
             f"chaos run seed={c.seed}: {'PASS' if self.ok else 'FAIL'} in {self.wall:.1f}s "
             f"({c.secondaries} secondaries, {'data dirs' if c.data_dirs else 'in memory'}"
             f"{', overlapping faults' if c.overlap else ''}{f', fail-rate {c.fail_rate:g}' if c.fail_rate else ''}"
-            f"{f', delay {c.delay:g}s' if c.delay else ''})",
+            f"{f', delay {c.delay:g}s' if c.delay else ''}{', two masters' if c.two_masters else ''})",
             f"  faults injected: {sum(self.faults.values())} {_fmt(self.faults)}" + (f", {self.skipped_faults} skipped (target busy)" if self.skipped_faults else ""),
             f"  writes: {sum(self.outcomes.values())} ops, {sum(self.messages.values())} messages; by outcome {_fmt(self.outcomes)}",
             f"  answers: {_fmt(self.statuses)}",
@@ -132,20 +136,28 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
         data_dirs=config.data_dirs,
         workdir=workdir,
     )
-    proxy = Proxy(cluster.secondaries[0].port, seed=config.seed).start() if config.proxy else None
+    proxied = config.proxy and not config.two_masters
+    proxy = Proxy(cluster.secondaries[0].port, seed=config.seed).start() if proxied else None
     if proxy is not None:
         cluster.route_secondary(0, proxy.url)
     history = History(time.monotonic())
+    extra: list[Node] = []  # nodes the run starts besides the cluster's (the second master)
     try:
         cluster.start(timeout=30)
         cluster.wait_healthy(30)
-        progress(f"cluster up in {workdir}; running {config.duration:g}s of faults: {config.command()}")
-        _exercise(config, cluster, proxy, history, result)
-        for node, name in zip(cluster.nodes, ["master", *(f"s{i + 1}" for i in range(n))]):
-            _scan_log(history, node.events(), name)
+        progress(f"cluster up in {workdir}; running {config.duration:g}s: {config.command()}")
+        if config.two_masters:
+            _two_masters(config, cluster, extra, history, result)
+        else:
+            _exercise(config, cluster, proxy, history, result)
+        named = zip(cluster.nodes, ["master", *(f"s{i + 1}" for i in range(n))])
+        for node, name in [*named, *((m, "m2") for m in extra)]:
+            _scan_log(history, node.events(), name, allowed=TWO_MASTER_EVENTS if config.two_masters else LATE_EVENTS)
     except ClusterError as exc:
         history.violation("cluster", str(exc), f"the cluster failed: {exc}")
     finally:
+        for node in extra:
+            node.stop()
         cluster.stop()
         if proxy is not None:
             proxy.close()
@@ -162,7 +174,7 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
 def _exercise(config: RunConfig, cluster: LocalCluster, proxy: Proxy | None, history: History, result: RunResult) -> None:
     n = config.secondaries
     faults = schedule(config.seed, config.duration, secondaries=n, data_dirs=config.data_dirs, proxied=0 if proxy else None, overlap=config.overlap)
-    nemesis = Nemesis(cluster, proxy, faults, proxied=0 if proxy else None)
+    nemesis = Nemesis(cluster, proxy, faults, proxied=0 if proxy else None, on_loss=history.lost)
     workload = Workload(cluster.master.url, nodes=n + 1, seed=config.seed, writers=config.writers, tag=f"r{config.seed}")
     samplers = [Sampler(cluster, history, i, lambda: nemesis.master_epoch) for i in range(n)]
     t0 = time.monotonic()
@@ -182,21 +194,128 @@ def _exercise(config: RunConfig, cluster: LocalCluster, proxy: Proxy | None, his
         history.violation("restart", error, error)
     converged, finals, waited = converge(cluster, config.converge_timeout)
     series = [s.secondary.series for s in samplers]
-    check_final(history, workload.ops, finals, converged=converged, waited=waited, series=series, losses=nemesis.losses)
+    majority = (n + 1) // 2 + 1
+
+    def may_lose(op: Op, answer: Attempt) -> bool:
+        # SPEC: a master that lost its log keeps the writes acknowledged with w >= a majority; a smaller w,
+        # or a 504, only if a secondary holding it answered at the restart. (A request sent before the kill
+        # was answered by the old process, if at all.) A majority write is gone too if each of its w - 1
+        # secondaries may have lost its log as well, after it took the write and before the new master
+        # recovered: with logs in memory no protocol keeps what no node holds any more.
+        for killed, restarted in nemesis.master_losses:
+            if answer.started > killed:
+                continue
+            if answer.status == 504 or op.w_nodes < majority:
+                return True
+            end = restarted + LOSS_MARGIN
+            gone = {i for i, windows in nemesis.losses.items() for k, _ in windows if answer.started <= k <= end}
+            if len(gone) >= op.w_nodes - 1:
+                return True
+        return False
+
+    check_final(
+        history, workload.ops, finals,
+        converged=converged, waited=waited, series=series, losses=nemesis.losses, may_lose=may_lose,
+    )
     result.faults = nemesis.injected
     result.skipped_faults = sum(nemesis.skipped.values())
     result.timeline = nemesis.timeline
     result.converge_seconds = waited
     result.log_length = len(finals["master"])
-    for op in workload.ops:
+    _count(result, workload.ops)
+
+
+def _count(result: RunResult, ops: list[Op]) -> None:
+    for op in ops:
         result.outcomes[op.outcome] += 1
         result.messages[op.outcome] += len(op.texts)
         for a in op.attempts:
             result.statuses[str(a.status) if a.status is not None else "no answer"] += 1
 
 
-def _scan_log(history: History, events: list[dict], name: str) -> None:
+# A secondary refusing a dead master's late request for its epoch (SPEC, "Epochs and fencing") does its job.
+LATE_EVENTS = frozenset({"stale_epoch"})
+# A deposed master says so, and nodes refuse its requests: expected when two masters meet.
+TWO_MASTER_EVENTS = LATE_EVENTS | {"deposed", "not_master"}
+
+
+def _two_masters(
+    config: RunConfig, cluster: LocalCluster, extra: list[Node], history: History, result: RunResult
+) -> None:
+    """A second in-memory master over the same secondaries while the first runs, writers on both.
+
+    It must hold: the later master fences the first (SPEC, "Epochs and fencing"), so no seq shows two
+    entries on the secondaries or the second master, at any sample; every write either master
+    acknowledged with w >= a majority is in the final log at its seq; the second master's writes meet
+    every single-master rule. The first master's own list is checked only against itself: entries
+    only it held when it was deposed (w below a majority) may be contradicted.
+    """
+    n = config.secondaries
+    majority = (n + 1) // 2 + 1
+    first = cluster.master
+    second = Node("master", free_port(), list(first.args), cluster.workdir / "m2.log")
+    extra.append(second)
+    writers = max(1, config.writers // 2)
+    # A write stuck between two masters is given up after a few seconds (an unknown outcome), to keep the run short.
+    w1 = Workload(first.url, nodes=n + 1, seed=config.seed, writers=writers, tag=f"r{config.seed}a", max_wait=4.0)
+    w2 = Workload(
+        second.url, nodes=n + 1, seed=config.seed + 100_000, writers=writers, tag=f"r{config.seed}b", max_wait=4.0
+    )
+    alone = History(history.t0)  # the first master's list, checked against itself only
+    cursors = [
+        Cursor(first, "m1", alone),
+        Cursor(second, "m2", history),
+        *(Cursor(s, f"s{i + 1}", history) for i, s in enumerate(cluster.secondaries)),
+    ]
+    watcher = Watcher(cursors)
+    t0 = time.monotonic()
+    history.t0 = alone.t0 = t0
+
+    def note(what: str) -> None:
+        result.timeline.append(f"t={time.monotonic() - t0:7.2f} {what}")
+
+    w1.start()
+    watcher.start()
+    try:
+        time.sleep(max(1.0, config.duration / 4))
+        note(f"second master starting on port {second.port} (first on {first.port})")
+        second.start(timeout=30)
+        note("second master listening")
+        result.faults["second_master"] += 1
+        w2.start()
+        time.sleep(max(0.0, t0 + config.duration - time.monotonic()))
+    finally:
+        w1.stop()
+        w2.stop()
+        note("writers stopped")
+    converged, finals, waited = converge(cluster, config.converge_timeout, master=second, master_name="m2")
+    watcher.stop()
+    note(f"{'converged' if converged else 'not converged'} after {waited:.1f}s")
+    try:
+        alone.observe("m1", first.messages(timeout=30.0), 0, label="m1(final)")
+    except (OSError, ClusterError):
+        pass
+    first_ops = {op.op_id for op in w1.ops}
+
+    def may_lose(op: Op, answer: Attempt) -> bool:
+        return op.op_id in first_ops and (answer.status == 504 or op.w_nodes < majority)
+
+    series = [c.series for c in cursors[2:]]
+    check_final(
+        history, [*w1.ops, *w2.ops], finals,
+        converged=converged, waited=waited, series=series, may_lose=may_lose, reference="m2",
+    )
+    history.violations += alone.violations  # (they name m1)
+    history.samples = watcher.reads
+    result.converge_seconds = waited
+    result.log_length = len(finals["m2"])
+    _count(result, [*w1.ops, *w2.ops])
+
+
+def _scan_log(history: History, events: list[dict], name: str, allowed: frozenset[str] = frozenset()) -> None:
     for e in events:
+        if e.get("event") in allowed:
+            continue
         if e.get("event") in BAD_EVENTS or e.get("level") in ("error", "critical"):
             detail = {k: v for k, v in e.items() if k not in ("timestamp", "role", "port")}
             history.violation("node-error", (name, e.get("event")), f"{name} logged {detail}")
@@ -235,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-proxy", dest="proxy", action="store_false", help="no network faults")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' logs of a passing run")
     parser.add_argument("--soak", type=float, default=None, metavar="MINUTES", help="run one run after another for this long, rotating shapes")
+    parser.add_argument(
+        "--two-masters", action="store_true", help="no nemesis: start a second master over the same secondaries mid-run"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     base = RunConfig(
@@ -248,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         writers=args.writers,
         proxy=args.proxy,
         keep=args.keep,
+        two_masters=args.two_masters,
     )
     if args.soak is None:
         result = run(base, progress=print)

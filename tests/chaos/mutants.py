@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}
             print(f"=== {name}: {MUTANTS[name][0]}", flush=True)
             proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SRC.parents[1] / "tests" / "test_chaos.py")],
+                # Only the seeded runs: the two-masters test fails without fencing whatever the mutant.
+                [
+                    sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "-k", "under_faults", str(SRC.parents[1] / "tests" / "test_chaos.py"),
+                ],
                 env=env, capture_output=True, text=True,
             )
             for line in proc.stdout.splitlines():

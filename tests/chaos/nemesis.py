@@ -4,11 +4,18 @@ The schedule is a pure function of the seed and the run's shape, so a seed names
 By default at most one node is faulted at a time (a quorum usually exists); `overlap` runs
 two independent tracks whose faults may coincide (then 503s are expected). Every fault is
 healed when its duration ends, and whatever is still faulted is healed when the run stops.
+
+late_delivery is the one fault that spans two nodes: it captures the replication requests the master
+sends through the proxy (held back from the secondary, or passed on and copied), kills the master,
+restarts it (on its data dir, or without its log: in memory, or its data dir wiped), and then hands
+the secondary some of the dead master's requests, byte for byte, on fresh connections, later.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import threading
 import time
 from collections import Counter
@@ -20,7 +27,11 @@ from replog.tools.cluster import ClusterError, LocalCluster
 from .proxy import Mode, Proxy
 
 SECONDARY_FAULTS = ("kill_secondary", "pause_secondary")
-PROXY_FAULTS = ("proxy_drop", "proxy_reset", "proxy_latency", "proxy_partition", "proxy_cut", "proxy_replay", "partition_restart")
+PROXY_FAULTS = (
+    "proxy_drop", "proxy_reset", "proxy_latency", "proxy_partition", "proxy_cut", "proxy_replay",
+    "partition_restart", "late_delivery",
+)
+TWO_NODE_FAULTS = ("partition_restart", "late_delivery")  # on the proxy and the secondary behind it (or the master)
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ class Fault:
         where = "master" if self.kind == "kill_master" else ("proxy" if self.target is None else f"s{self.target + 1}")
         if self.kind == "partition_restart":
             where = f"proxy+s{self.target + 1}"  # type: ignore[operator]
+        if self.kind == "late_delivery":
+            where = f"master->s{self.target + 1}"  # type: ignore[operator]
         extra = "".join(f" {k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.kind} {where} for {self.duration:.2f}s{extra}"
 
@@ -69,10 +82,11 @@ def _one(rng: random.Random, at: float, *, secondaries: int, data_dirs: bool, pr
     weights = {"kill_secondary": 3.0, "pause_secondary": 2.0}
     if proxied is not None:
         weights.update(proxy_drop=1.0, proxy_reset=1.0, proxy_latency=1.0, proxy_partition=1.0, proxy_cut=0.5, proxy_replay=0.5, partition_restart=1.0)
+        weights["late_delivery"] = 1.0
     if data_dirs:
         weights["kill_master"] = 2.0
     kind = rng.choices(list(weights), list(weights.values()))[0]
-    target = rng.randrange(secondaries) if kind in SECONDARY_FAULTS else proxied if kind == "partition_restart" else None
+    target = rng.randrange(secondaries) if kind in SECONDARY_FAULTS else proxied if kind in TWO_NODE_FAULTS else None
     duration = rng.uniform(0.3, 2.5)
     params: dict[str, Any] = {}
     if kind == "kill_secondary":
@@ -96,13 +110,30 @@ def _one(rng: random.Random, at: float, *, secondaries: int, data_dirs: bool, pr
     elif kind == "proxy_cut":
         params["rst"] = rng.random() < 0.5
         duration = 0.0
+    elif kind == "late_delivery":
+        # hold: the captured requests never reached the secondary (a gap it has to be sent again), else copies.
+        params["hold"] = rng.random() < 0.5
+        params["restart"] = rng.choice(["disk", "disk", "empty"]) if data_dirs else "empty"
+        params["deliver"] = rng.randint(1, 8)
+        params["capture"] = round(rng.uniform(0.2, 1.5), 3)  # seconds of capture before the master is killed
+        params["down"] = round(rng.uniform(0.05, 0.8), 3)  # seconds the master stays dead
+        params["later"] = round(rng.uniform(0.0, 1.5), 3)  # seconds after the new master listens
+        duration = params["capture"] + params["down"] + params["later"] + 0.5  # (0.5: a master's start-up)
     return Fault(round(at, 3), kind, target, round(duration, 3), params)
 
 
 class Nemesis:
     """Injects a schedule in a background thread; heal_all() undoes whatever is still in effect."""
 
-    def __init__(self, cluster: LocalCluster, proxy: Proxy | None, faults: list[Fault], *, proxied: int | None = None) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        proxy: Proxy | None,
+        faults: list[Fault],
+        *,
+        proxied: int | None = None,
+        on_loss: Callable[[str], None] = lambda node: None,
+    ) -> None:
         self.cluster = cluster
         self.proxy = proxy
         self.proxied = proxied  # index of the secondary behind the proxy
@@ -114,6 +145,8 @@ class Nemesis:
         self.master_epoch = 0  # bumped when the master is killed and when it is back: samplers skip those windows
         # secondary index -> (killed, restarted) clock times of each restart that lost its log (empty memory or --reset)
         self.losses: dict[int, list[tuple[float, float]]] = {}
+        self.master_losses: list[tuple[float, float]] = []  # (killed, restarted) of each master restart without its log
+        self.on_loss = on_loss  # called with "master" or "s<i>" just after a node that will restart empty was killed
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -168,6 +201,8 @@ class Nemesis:
         """What a fault takes over: two faults on one target never run at once."""
         if fault.kind == "kill_master":
             return {"master"}
+        if fault.kind == "late_delivery":
+            return {"master", "proxy"}
         if fault.kind == "partition_restart":
             return {"proxy", f"s{fault.target}"}
         if fault.target is None:
@@ -196,6 +231,8 @@ class Nemesis:
         empty = fault.params.get("restart") == "empty"
         killed = time.monotonic()
         node.kill()
+        if empty:
+            self.on_loss(f"s{fault.target + 1}")  # type: ignore[operator]
         wait()
         try:
             if empty and "--data-dir" in node.args:
@@ -242,6 +279,50 @@ class Nemesis:
         finally:
             self.master_epoch += 1
 
+    def _late_delivery(self, fault: Fault, wait: Callable[[], Any]) -> None:
+        assert self.proxy is not None
+        p = fault.params
+        master = self.cluster.master
+        empty = p["restart"] == "empty"
+        self.proxy.start_capture()
+        captured: list[bytes] = []
+        try:
+            if p["hold"]:
+                self.proxy.set_mode(Mode.HOLD)
+            self._stop.wait(p["capture"])
+        finally:
+            self.master_epoch += 1
+        killed = time.monotonic()
+        try:
+            try:
+                master.kill()
+                if empty:
+                    self.on_loss("master")
+            finally:
+                captured = self.proxy.stop_capture()
+                self.proxy.forget()  # proxy_replay is for the live master's requests; these are delivered below
+                self.proxy.heal()
+                self.proxy.cut()  # the dead master's connections: nothing of theirs reaches the secondary but deliver()
+            self._stop.wait(p["down"])
+            if empty:
+                _wipe_data_dir(master.args)
+            master.start()
+        finally:
+            self.master_epoch += 1
+            if empty:
+                with self._lock:
+                    self.master_losses.append((killed, time.monotonic()))
+        s = f"s{fault.target + 1}"  # type: ignore[operator]
+        back = "without its log" if empty else "on its data dir"
+        self._note(f"captured {len(captured)} requests of the dead master to {s}; master back {back}")
+        self._stop.wait(p["later"])
+        rng = random.Random(f"late-{fault.at}-{len(captured)}")
+        tail = captured[-2 * p["deliver"] :]  # the dead master's last words
+        picked = rng.sample(tail, min(p["deliver"], len(tail)))
+        delivered = self.proxy.deliver(picked)
+        seqs = ", ".join(_seqs(r) for r in picked) or "-"
+        self._note(f"delivered {delivered} of {len(picked)} late to {s}: seqs {seqs}")
+
     def _proxy(self, mode: Mode, wait: Callable[[], Any], **kw: float) -> None:
         assert self.proxy is not None
         self.proxy.set_mode(mode, **kw)
@@ -280,3 +361,18 @@ class Nemesis:
                     node.start()
                 except ClusterError as exc:
                     self.errors.append(f"heal: {exc}")
+
+
+def _wipe_data_dir(args: list[str]) -> None:
+    """Remove the data dir named in a node's options (a disk lost with its contents); nothing without one."""
+    if "--data-dir" in args:
+        shutil.rmtree(args[args.index("--data-dir") + 1], ignore_errors=True)
+
+
+def _seqs(request: bytes) -> str:
+    """The seqs a captured POST /replicate carries, as "first-last", for the timeline."""
+    try:
+        entries = json.loads(request.split(b"\r\n\r\n", 1)[1])["entries"]
+        return f"{entries[0][0]}-{entries[-1][0]}" if entries else "none"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "?"

@@ -9,10 +9,16 @@ The master's `--secondary` URL points at the proxy, which forwards to the second
 - ``partition``: a black hole: connections stay open, new ones are accepted, nothing is forwarded
   either way. Bytes already sent wait in the kernel and are delivered after the heal, late, as
   across a real partition (so the secondary may see stale replication requests after it).
+- ``hold``: the master's requests are read to the end but neither forwarded nor answered, as
+  packets delayed for longer than their sender lives; with capture on, they are kept for deliver().
+  Entering and leaving it closes every connection, so no request is ever forwarded in part.
 
 Besides, replay() delivers again replication requests the proxy forwarded earlier, on fresh
 connections and in random order: the stale, duplicated and reordered deliveries of a network
-(or a retrying middlebox) that the secondary must take without acking past a gap.
+(or a retrying middlebox) that the secondary must take without acking past a gap. And
+start_capture() / stop_capture() keep every replication request the master sends meanwhile
+(forwarded or held), byte for byte, for deliver() to hand to the secondary later: after the
+master that sent them died and another took its place.
 
 Cutting the connections that exist when a fault starts matters: the master keeps keep-alive
 connections, which would otherwise carry on through a fault that only refuses new ones.
@@ -41,10 +47,13 @@ class Mode(str, enum.Enum):
     DROP = "drop"
     RESET = "reset"
     PARTITION = "partition"
+    HOLD = "hold"
 
     def __str__(self) -> str:
         return self.value
 
+
+CAPTURE_MAX = 512  # requests kept by one capture; later ones are not kept
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
@@ -107,6 +116,7 @@ class Proxy:
         self._rng = random.Random(seed)
         self._conns: set[_Conn] = set()
         self._recorded: collections.deque[bytes] = collections.deque(maxlen=32)  # recent POST /replicate requests
+        self._captured: list[bytes] | None = None  # while capturing: every POST /replicate read from the master
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chaos-proxy", daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -164,6 +174,20 @@ class Proxy:
         """Drop the recorded requests (the master restarted: its old requests are not to be replayed)."""
         self._loop.call_soon_threadsafe(self._recorded.clear)
 
+    def start_capture(self) -> None:
+        """From now on keep every replication request the master sends through the proxy (up to CAPTURE_MAX),
+        whether it is forwarded or held; replay()'s recording is not affected."""
+        self._call(self._set_capture([]))
+
+    def stop_capture(self) -> list[bytes]:
+        """Stop capturing; the requests captured, each exactly as the master sent it, in the order read."""
+        return self._call(self._set_capture(None)) or []
+
+    def deliver(self, requests: list[bytes]) -> int:
+        """Send each request to the secondary on a fresh connection of its own, all at once, whatever
+        the mode; wait for the answers (thrown away). Returns how many were answered."""
+        return self._call(self._deliver_all(requests), timeout=30.0)
+
     # -- internals (on the proxy's loop) --------------------------------------------
 
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
@@ -187,11 +211,14 @@ class Proxy:
 
     async def _set_mode(self, mode: Mode, latency: float, jitter: float) -> None:
         assert self._flowing is not None
-        self._mode = mode
+        before, self._mode = self._mode, mode
         self._latency = latency if mode is Mode.LATENCY else 0.0
         self._jitter = jitter if mode is Mode.LATENCY else 0.0
         if mode in (Mode.DROP, Mode.RESET):
             await self._cut(rst=mode is Mode.RESET)
+        elif (mode is Mode.HOLD) != (before is Mode.HOLD):
+            # Into HOLD: no connection may carry on forwarding. Out of it: a held connection lost its requests.
+            await self._cut(rst=False)
         if mode is Mode.PARTITION:
             self._flowing.clear()
         else:
@@ -199,8 +226,17 @@ class Proxy:
 
     async def _replay(self, count: int) -> int:
         picked = self._rng.sample(list(self._recorded), min(count, len(self._recorded)))
-        done = await asyncio.gather(*(self._deliver(request) for request in picked))
-        self.stats["replayed"] += sum(done)
+        done = await self._deliver_all(picked)
+        self.stats["replayed"] += done
+        return done
+
+    async def _set_capture(self, captured: list[bytes] | None) -> list[bytes] | None:
+        before, self._captured = self._captured, captured
+        return before
+
+    async def _deliver_all(self, requests: list[bytes]) -> int:
+        done = await asyncio.gather(*(self._deliver(request) for request in requests))
+        self.stats["delivered"] += sum(done)
         return sum(done)
 
     async def _deliver(self, request: bytes) -> bool:
@@ -218,15 +254,30 @@ class Proxy:
         finally:
             _abort(writer, rst=False)
 
-    def _record(self, conn: _Conn, data: bytes) -> None:
+    def _record(self, conn: _Conn, data: bytes, *, forwarded: bool = True) -> None:
         if conn.unframed is None:
             return
         conn.unframed += data
         for request in split_requests(conn.unframed):
             if request.startswith(b"POST /replicate "):
-                self._recorded.append(request)
+                if forwarded:
+                    self._recorded.append(request)
+                if self._captured is not None and len(self._captured) < CAPTURE_MAX:
+                    self._captured.append(request)
+                    self.stats["captured"] += 1
         if len(conn.unframed) > 64 << 20:
             conn.unframed = None  # not HTTP as we know it: stop recording this connection
+
+    async def _sink(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        """HOLD: read the master's requests (capturing them) and send nothing anywhere, until EOF or a cut."""
+        try:
+            while not conn.cut:
+                data = await reader.read(65536)
+                if not data or conn.cut:
+                    return
+                self._record(conn, data, forwarded=False)
+        except (ConnectionError, OSError):
+            return  # the master went away (or was cut): what it sent in full is captured
 
     async def _cut(self, rst: bool) -> None:
         conns, self._conns = self._conns, set()
@@ -250,6 +301,9 @@ class Proxy:
         conn = _Conn(writer)
         self._conns.add(conn)
         try:
+            if self._mode is Mode.HOLD:
+                await self._sink(reader, conn)
+                return
             await self._flowing.wait()  # partitioned: accepted, never answered
             if conn.cut:
                 return

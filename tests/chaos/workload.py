@@ -30,6 +30,11 @@ class Attempt:
     error: str | None = None
 
     @property
+    def not_master(self) -> bool:
+        """The answer was 503 not_master: the node was (or became) no master; the write may be stored or not."""
+        return self.status == 503 and isinstance(self.body, dict) and self.body.get("error") == "not_master"
+
+    @property
     def stored(self) -> bool:
         """The answer says the write is in the log (2xx, or a 504: stored, concern not met in time)."""
         return self.status in (200, 201, 504)
@@ -60,7 +65,11 @@ class Op:
 
     @property
     def outcome(self) -> str:
-        """ok (2xx), timeout (504), refused (503 only), unknown (no answer: stored or not), or unexpected."""
+        """ok (2xx), timeout (504), refused (503 only), unknown (no answer: stored or not), or unexpected.
+
+        A 503 not_master (a deposed master's answer to a write it was waiting on) says the outcome is
+        unknown, not that nothing was appended, so it does not make a write refused.
+        """
         statuses = [a.status for a in self.attempts]
         if any(s is not None and s not in ALLOWED_STATUSES for s in statuses):
             return "unexpected"
@@ -68,7 +77,7 @@ class Op:
             return "ok"
         if 504 in statuses:
             return "timeout"
-        if statuses and all(s == 503 for s in statuses):
+        if statuses and all(a.status == 503 and not a.not_master for a in self.attempts):
             return "refused"
         return "unknown"
 
@@ -90,13 +99,24 @@ def answered_entries(body: dict[str, Any]) -> list[tuple[int, str, str]]:
 class Workload:
     """`writers` threads posting to the master until stop(); every op is kept in `ops`."""
 
-    def __init__(self, master_url: str, *, nodes: int, seed: int, writers: int = 4, tag: str = "m", pace: float = 0.005) -> None:
+    def __init__(
+        self,
+        master_url: str,
+        *,
+        nodes: int,
+        seed: int,
+        writers: int = 4,
+        tag: str = "m",
+        pace: float = 0.005,
+        max_wait: float = 15.0,
+    ) -> None:
         self.master_url = master_url
         self.nodes = nodes
         self.seed = seed
         self.writers = writers
         self.tag = tag  # prefix of every text, unique per run
         self.pace = pace  # mean pause between two ops of a writer, seconds
+        self.max_wait = max_wait  # seconds a write without its own timeout is waited for (then: no answer)
         self.ops: list[Op] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -165,7 +185,7 @@ class Workload:
 
     def _attempt(self, op: Op, body: dict[str, Any]) -> None:
         # Without a timeout a write waits for its w for as long as a fault lasts (a few seconds at most).
-        client_timeout = 15.0 if op.timeout is None else op.timeout + 10.0
+        client_timeout = self.max_wait if op.timeout is None else op.timeout + min(10.0, self.max_wait)
         attempt = Attempt(time.monotonic())
         try:
             attempt.status, attempt.body = http_json("POST", self.master_url + "/messages", body, timeout=client_timeout)
