@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from replog.cluster import wait_until
+from replog.tools.cluster import wait_until
 
 try:
     from tests.chaos.checker import History

@@ -127,6 +127,7 @@ class Master:
                 heartbeat_interval=config.heartbeat_interval,
                 suspect_after=config.suspect_after,
                 unhealthy_after=config.unhealthy_after,
+                sleep=sleep,
                 **replicator_kw,
             )
             for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))

@@ -271,6 +271,8 @@ class Replicator:
                     self._status_changed(before, p.status)
                 if came_back or rewound or (was_diverged and p.status is not Status.DIVERGED):
                     self._resume()
+                elif p.needs_epoch(self._epoch()):
+                    self._wake.set()  # a node that has not taken our epoch is offered it at once
             await self._sleep(max(0.0, self._interval - (self._clock() - started)))
 
     def _resume(self) -> None:

@@ -398,11 +398,6 @@ async def test_an_epoch_only_request_is_not_repeated_for_the_same_position(make)
     assert h.progress.match == 1 and h.progress.counted(h.epoch, 0) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replicator bug: a heartbeat that shows a new incarnation at the same seq without our epoch "
-    "does not wake the drain loop, so no epoch-only request goes until the next append",
-)
 async def test_a_node_restarted_at_the_same_position_is_offered_our_epoch_at_once(make):
     h = make()
     await h.start()

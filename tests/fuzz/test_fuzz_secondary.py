@@ -718,11 +718,6 @@ def test_fence_headers(replica: Replica, route: str, epoch: tuple[str, Any], mas
         assert answer.json()["entries"] == entries_page(replica.state, 0, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.parse_hash checks the length of the string, not of the bytes: bytes.fromhex skips the "
-    "whitespace between hex pairs, so 32 characters of 11 bytes pass as a chain value (409, not 400)",
-)
 def test_a_hash_of_32_characters_that_is_not_32_hex_digits_is_400(replica: Replica) -> None:
     """A chain value is 32 hex digits: "5a 5a ..." (spaces between byte pairs) is 32 characters of 11 bytes."""
     s = replica.state
