@@ -6,8 +6,9 @@ Standard library plus replog only. Every wait is for a condition, with a deadlin
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from replog.tools.cluster import ClusterError, http_json, wait_until
 
@@ -87,7 +88,9 @@ def post(master: str, text: str, w: int, timeout: float) -> Answer:
     """Append text with write concern w; the master gives up waiting for w after timeout seconds (504)."""
     start = time.monotonic()
     try:
-        status, body = http_json("POST", master + "/messages", {"message": text, "w": w, "timeout": timeout}, timeout + 10)
+        status, body = http_json(
+            "POST", master + "/messages", {"message": text, "w": w, "timeout": timeout}, timeout + 10
+        )
     except OSError as exc:
         return Answer(text, w, None, None, time.monotonic() - start, str(exc))
     return Answer(text, w, status, body, time.monotonic() - start)

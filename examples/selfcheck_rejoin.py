@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from _selfcheck import (
     DEFAULT_MASTER,
@@ -50,8 +50,18 @@ CATCH_UP = 60.0  # S2 holds everything within this many seconds of answering (ev
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--start", action="store_true", help="start a master and S1 of its own on free ports, and S2 when the check needs it")
-    p.add_argument("--master", type=url, metavar="URL", default=DEFAULT_MASTER, help=f"the running master (default {DEFAULT_MASTER})")
+    p.add_argument(
+        "--start",
+        action="store_true",
+        help="start a master and S1 of its own on free ports, and S2 when the check needs it",
+    )
+    p.add_argument(
+        "--master",
+        type=url,
+        metavar="URL",
+        default=DEFAULT_MASTER,
+        help=f"the running master (default {DEFAULT_MASTER})",
+    )
     p.add_argument(
         "--secondary",
         type=url,
@@ -59,9 +69,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="a secondary the master replicates to, twice: S1 (running), then S2 (down); default the Procfile's 8001 and 8002",
     )
-    p.add_argument("--s2-command", metavar="COMMAND", help='command that starts S2 when the check needs it, e.g. "replog secondary --port 8002" (default: ask you)')
-    p.add_argument("--hold", type=float, metavar="SECONDS", default=1.0, help="seconds Msg3 must go on waiting, S2 still down, before S2 is started (default 1)")
-    p.add_argument("--wait-s2", type=float, metavar="SECONDS", default=120.0, help="seconds to wait for S2 to answer once it is due to start (default 120)")
+    p.add_argument(
+        "--s2-command",
+        metavar="COMMAND",
+        help='command that starts S2 when the check needs it, e.g. "replog secondary --port 8002" (default: ask you)',
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        metavar="SECONDS",
+        default=1.0,
+        help="seconds Msg3 must go on waiting, S2 still down, before S2 is started (default 1)",
+    )
+    p.add_argument(
+        "--wait-s2",
+        type=float,
+        metavar="SECONDS",
+        default=120.0,
+        help="seconds to wait for S2 to answer once it is due to start (default 120)",
+    )
     args = p.parse_args(argv)
     if args.start and (args.secondary or args.master != DEFAULT_MASTER or args.s2_command):
         p.error("--start runs a cluster of its own: give no --master, --secondary or --s2-command")
@@ -110,7 +136,9 @@ class CommandS2:
 
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ClusterError(f"{shlex.join(self.argv)} exited with {self.proc.returncode}; its output is in {self.log}")
+                raise ClusterError(
+                    f"{shlex.join(self.argv)} exited with {self.proc.returncode}; its output is in {self.log}"
+                )
             return health(self.s2) is not None
 
         wait_until(up, self.wait, what=f"S2 at {self.s2} to answer")
@@ -169,7 +197,10 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, start_s2: Callable[[], st
     def quick(n: int, w: int) -> Answer:
         answer = post(master, f"Msg{n}", w, timeout=msg3_wait)
         run.say(answer.line())
-        run.expect(answer.ok and answer.seq == base + n and (answer.acks or 0) >= w, f"Msg{n} is stored as seq {base + n} with acks >= {w}")
+        run.expect(
+            answer.ok and answer.seq == base + n and (answer.acks or 0) >= w,
+            f"Msg{n} is stored as seq {base + n} with acks >= {w}",
+        )
         run.expect(answer.elapsed < FAST, f"Msg{n} w={w} answers at once (< {FAST:g} s)")
         return answer
 
@@ -186,7 +217,9 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, start_s2: Callable[[], st
     run.expect(not msg3.done(), "Msg4 w=1 answered while Msg3 was still waiting")
     h = health(master) or {}
     view = {s["url"]: s for s in h.get("secondaries", [])}.get(s2, {})
-    run.say(f"the master sees S2 as {view.get('status')} with lag {view.get('lag')}; {h.get('waiting_writes')} write(s) waiting")
+    run.say(
+        f"the master sees S2 as {view.get('status')} with lag {view.get('lag')}; {h.get('waiting_writes')} write(s) waiting"
+    )
     # Not a sleep hoping for something: Msg3 must *not* complete in this window, and the window shows it.
     run.expect(msg3.wait(hold) is None, f"Msg3 is still waiting {hold:g} s later, S2 still down")
 
@@ -204,7 +237,9 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, start_s2: Callable[[], st
         run.expect(False, f"Msg3 completes within {CATCH_UP:g} s of S2 answering")
         return run.verdict()
     run.say(f"{answer.line()} ({msg3.finished_at - started:.2f} s after S2 was started)")
-    run.expect(answer.ok and answer.seq == base + 3 and answer.acks == 3, f"Msg3 completes: 201, seq {base + 3}, 3 acks")
+    run.expect(
+        answer.ok and answer.seq == base + 3 and answer.acks == 3, f"Msg3 completes: 201, seq {base + 3}, 3 acks"
+    )
     run.expect(msg3.finished_at >= started, "Msg3 completed only once S2 was started")
 
     def s2_same() -> tuple[list] | None:
@@ -212,12 +247,17 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, start_s2: Callable[[], st
         return (m,) if m is not None and m == b else None
 
     same = wait_for(s2_same, CATCH_UP, interval=0.05)
-    run.say(f"S2 shows the master's list {run.now() - started:.2f} s after it was started" if same else "S2 never caught up")
+    run.say(
+        f"S2 shows the master's list {run.now() - started:.2f} s after it was started" if same else "S2 never caught up"
+    )
     run.expect(same is not None, "S2 shows exactly the master's list, earlier entries included")
     for name, node in (("master", master), ("S1", s1), ("S2", s2)):
         entries = messages(node)
         run.say(f"{name:6} {show(entries, since=base)}")
-        run.expect(texts_since(entries, base) == ["Msg1", "Msg2", "Msg3", "Msg4"], f"{name} shows [Msg1, Msg2, Msg3, Msg4] after seq {base}")
+        run.expect(
+            texts_since(entries, base) == ["Msg1", "Msg2", "Msg3", "Msg4"],
+            f"{name} shows [Msg1, Msg2, Msg3, Msg4] after seq {base}",
+        )
     return run.verdict()
 
 

@@ -37,8 +37,18 @@ from replog.tools.cluster import ClusterError, LocalCluster
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--start", action="store_true", help="start a master and two secondaries of its own on free ports (S2 with --delay)")
-    p.add_argument("--master", type=url, metavar="URL", default=DEFAULT_MASTER, help=f"the running master (default {DEFAULT_MASTER})")
+    p.add_argument(
+        "--start",
+        action="store_true",
+        help="start a master and two secondaries of its own on free ports (S2 with --delay)",
+    )
+    p.add_argument(
+        "--master",
+        type=url,
+        metavar="URL",
+        default=DEFAULT_MASTER,
+        help=f"the running master (default {DEFAULT_MASTER})",
+    )
     p.add_argument(
         "--secondary",
         type=url,
@@ -46,7 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="a running secondary, twice: S1 (no delay), then S2 (delayed); default the Procfile's 8001 and 8002",
     )
-    p.add_argument("--delay", type=float, metavar="SECONDS", default=3.0, help="S2's --delay in seconds: what --start gives it, or what the running S2 has (default 3)")
+    p.add_argument(
+        "--delay",
+        type=float,
+        metavar="SECONDS",
+        default=3.0,
+        help="S2's --delay in seconds: what --start gives it, or what the running S2 has (default 3)",
+    )
     args = p.parse_args(argv)
     if args.start and (args.secondary or args.master != DEFAULT_MASTER):
         p.error("--start runs a cluster of its own: give no --master or --secondary")
@@ -61,7 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def selfcheck(run: Run, master: str, s1: str, s2: str, delay: float) -> int:
     fast = min(1.0, delay / 2)  # "at once": well under S2's delay
     wait = 2 * delay + 10  # longest any step may take before it counts as stuck
-    run.say(f"master {master}, S1 {s1}, S2 {s2} (S2 delays each replication by {delay:g} s); 'at once' means under {fast:.2f} s")
+    run.say(
+        f"master {master}, S1 {s1}, S2 {s2} (S2 delays each replication by {delay:g} s); 'at once' means under {fast:.2f} s"
+    )
 
     ready = wait_for(lambda: master_ready(master, [s1, s2], healthy=[s1, s2]), 20.0)
     if not run.expect(ready is not None, "the master accepts writes and sees S1 and S2 healthy"):
@@ -90,7 +108,9 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, delay: float) -> int:
 
     def sample(m: list | None, a: list | None, b: list | None) -> None:
         run.say(f"lists: master {len(m or [])}, S1 {len(a or [])}, S2 {len(b or [])}")
-        run.expect(m is not None and is_prefix(a, m) and is_prefix(b, m), "S1's and S2's lists are prefixes of the master's")
+        run.expect(
+            m is not None and is_prefix(a, m) and is_prefix(b, m), "S1's and S2's lists are prefixes of the master's"
+        )
 
     msg1, m, a, b = step(1, 1)
     run.expect(msg1.elapsed < fast, f"Msg1 w=1 answers at once (< {fast:.2f} s)")
@@ -102,7 +122,10 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, delay: float) -> int:
     sample(m, a, b)
 
     msg3, m, a, b = step(3, 3)
-    run.expect(delay - 0.05 <= msg3.elapsed < 2 * delay + 2, f"Msg3 w=3 waits for the slow S2 ({delay:g} s to {2 * delay + 2:g} s)")
+    run.expect(
+        delay - 0.05 <= msg3.elapsed < 2 * delay + 2,
+        f"Msg3 w=3 waits for the slow S2 ({delay:g} s to {2 * delay + 2:g} s)",
+    )
     run.expect(b is not None and len(b) >= base + 3, "S2 holds Msg3 when Msg3 is answered")
     sample(m, a, b)
 
@@ -110,16 +133,25 @@ def selfcheck(run: Run, master: str, s1: str, s2: str, delay: float) -> int:
     answered = run.now()
     run.expect(msg4.elapsed < fast, f"Msg4 w=1 answers at once (< {fast:.2f} s)")
     sample(m, a, b)
-    run.expect(m is not None and b is not None and len(b) < len(m), "S2 shows fewer messages than the master right after Msg4")
+    run.expect(
+        m is not None and b is not None and len(b) < len(m), "S2 shows fewer messages than the master right after Msg4"
+    )
 
     same = wait_for(converged, wait, interval=0.05)
-    run.say(f"S2 shows the master's list {run.now() - answered:.2f} s after Msg4 was answered" if same else "S2 never caught up")
+    run.say(
+        f"S2 shows the master's list {run.now() - answered:.2f} s after Msg4 was answered"
+        if same
+        else "S2 never caught up"
+    )
     run.expect(same is not None, f"then every node shows the same list (within {wait:g} s)")
 
     m, a, b = lists()
     for name, entries in (("master", m), ("S1", a), ("S2", b)):
         run.say(f"{name:6} {show(entries, since=base)}")
-        run.expect(texts_since(entries, base) == ["Msg1", "Msg2", "Msg3", "Msg4"], f"{name} shows Msg1..Msg4 in order, once each")
+        run.expect(
+            texts_since(entries, base) == ["Msg1", "Msg2", "Msg3", "Msg4"],
+            f"{name} shows Msg1..Msg4 in order, once each",
+        )
     return run.verdict()
 
 
@@ -129,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.start:
         return selfcheck(run, args.master, *args.secondary, args.delay)
     # The master must wait out S2's delay on each replication request.
-    cluster = LocalCluster(2, delays=(0, args.delay), master_args=["--replication-timeout", str(max(30.0, 3 * args.delay))])
+    cluster = LocalCluster(
+        2, delays=(0, args.delay), master_args=["--replication-timeout", str(max(30.0, 3 * args.delay))]
+    )
     run.say(f"starting a master, S1 and S2 (--delay {args.delay:g}) on free ports; logs in {cluster.workdir}")
     try:
         try:

@@ -10,7 +10,18 @@ import pytest
 
 from replog.tools.bench import SCENARIOS
 
-TINY = ["--requests", "200", "--batch-requests", "5", "--batch-size", "20", "--catchup-messages", "500", "--heartbeat-interval", "0.2"]
+TINY = [
+    "--requests",
+    "200",
+    "--batch-requests",
+    "5",
+    "--batch-size",
+    "20",
+    "--catchup-messages",
+    "500",
+    "--heartbeat-interval",
+    "0.2",
+]
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:

@@ -38,8 +38,12 @@ except ImportError:  # pytest put tests/ rather than the repository root on sys.
 RUNS = [
     pytest.param(RunConfig(seed=10, duration=12), id="memory-seed10"),
     pytest.param(RunConfig(seed=17, duration=12, data_dirs=True), id="data-dirs-seed17"),
-    pytest.param(RunConfig(seed=27, duration=10, secondaries=3, fail_rate=0.2, delay=0.05), id="flaky-3-secondaries-seed27"),
-    pytest.param(RunConfig(seed=20, duration=10, secondaries=3, data_dirs=True, overlap=True), id="overlap-data-dirs-seed20"),
+    pytest.param(
+        RunConfig(seed=27, duration=10, secondaries=3, fail_rate=0.2, delay=0.05), id="flaky-3-secondaries-seed27"
+    ),
+    pytest.param(
+        RunConfig(seed=20, duration=10, secondaries=3, data_dirs=True, overlap=True), id="overlap-data-dirs-seed20"
+    ),
 ]
 
 

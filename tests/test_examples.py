@@ -12,8 +12,8 @@ import shlex
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import click
 import pytest
@@ -117,7 +117,16 @@ def live_s2() -> Iterator[str]:
 
 @pytest.mark.timeout(60)
 def test_a_failed_expectation_is_printed_and_exits_1(live_s2: str) -> None:
-    proc = run_example("selfcheck_rejoin.py", "--master", "http://127.0.0.1:9", "--secondary", "http://127.0.0.1:9", "--secondary", live_s2, timeout=30)
+    proc = run_example(
+        "selfcheck_rejoin.py",
+        "--master",
+        "http://127.0.0.1:9",
+        "--secondary",
+        "http://127.0.0.1:9",
+        "--secondary",
+        live_s2,
+        timeout=30,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"FAIL +S2 \(.*\) is down at the start", proc.stdout), proc.stdout
     assert "FAILED: 1 of 1 expectations did not hold" in proc.stdout, proc.stdout
@@ -153,7 +162,9 @@ def test_procfile_runs_a_master_and_two_secondaries_on_loopback() -> None:
     assert sorted(secondaries) == ["8001", "8002"]
     assert option_values(secondaries["8001"], "--delay") in ([], ["0"]), "S1 replicates without delay"
     delay = option_values(secondaries["8002"], "--delay")
-    assert len(delay) == 1 and float(delay[0]) == 3.0, f"S2 (8002) has a visible delay: {shlex.join(secondaries['8002'])}"
+    assert len(delay) == 1 and float(delay[0]) == 3.0, (
+        f"S2 (8002) has a visible delay: {shlex.join(secondaries['8002'])}"
+    )
 
     for argv in commands.values():
         assert option_values(argv, "--host") in ([], ["127.0.0.1"]), "loopback only (the default host)"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import click
@@ -54,13 +55,61 @@ class WType(click.ParamType):
 def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every node role shares."""
     opts = [
-        click.option("--host", default="127.0.0.1", show_default=True, envvar="REPLOG_HOST", help="Address to listen on; binding beyond loopback is an explicit choice."),
-        click.option("--max-body-bytes", type=click.IntRange(1), default=64 << 20, show_default=True, envvar="REPLOG_MAX_BODY_BYTES", help="Largest request body accepted (413 beyond)."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_DATA_DIR", help="Keep the log on disk in this directory (default: in memory)."),
-        click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_FSYNC", help="With --data-dir: fsync before a write counts as held (always), or leave flushing to the OS (never)."),
-        click.option("--loop", "loop_name", type=click.Choice(["asyncio", "uvloop", "auto"]), default="asyncio", show_default=True, envvar="REPLOG_LOOP", help="Event loop: the standard one (measured as fast as uvloop for replog's nodes), uvloop, or uvloop when installed (auto)."),
-        click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True, envvar="REPLOG_LOG_FORMAT", help="Console lines on a terminal, JSON lines otherwise (auto)."),
-        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True, envvar="REPLOG_LOG_LEVEL", help="Least severe events to log."),
+        click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            envvar="REPLOG_HOST",
+            help="Address to listen on; binding beyond loopback is an explicit choice.",
+        ),
+        click.option(
+            "--max-body-bytes",
+            type=click.IntRange(1),
+            default=64 << 20,
+            show_default=True,
+            envvar="REPLOG_MAX_BODY_BYTES",
+            help="Largest request body accepted (413 beyond).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            envvar="REPLOG_DATA_DIR",
+            help="Keep the log on disk in this directory (default: in memory).",
+        ),
+        click.option(
+            "--fsync",
+            type=click.Choice(["always", "never"]),
+            default="always",
+            show_default=True,
+            envvar="REPLOG_FSYNC",
+            help="With --data-dir: fsync before a write counts as held (always), or leave flushing to the OS (never).",
+        ),
+        click.option(
+            "--loop",
+            "loop_name",
+            type=click.Choice(["asyncio", "uvloop", "auto"]),
+            default="asyncio",
+            show_default=True,
+            envvar="REPLOG_LOOP",
+            help="Event loop: the standard one (measured as fast as uvloop for replog's nodes), uvloop, or uvloop when installed (auto).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["auto", "console", "json"]),
+            default="auto",
+            show_default=True,
+            envvar="REPLOG_LOG_FORMAT",
+            help="Console lines on a terminal, JSON lines otherwise (auto).",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            default="info",
+            show_default=True,
+            envvar="REPLOG_LOG_LEVEL",
+            help="Least severe events to log.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -74,22 +123,127 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="REPLOG_PORT", help="Port to listen on.")
-@click.option("--secondary", "secondaries", multiple=True, callback=_split_urls, envvar="REPLOG_SECONDARY", help="A secondary's base URL; repeat it, or give a space- or comma-separated list.")
-@click.option("--default-w", type=WType(), default="majority", show_default=True, envvar="REPLOG_DEFAULT_W", help='Write concern of a write that names none: 1..N+1, "majority" or "all".')
-@click.option("--w-timeout", type=click.FloatRange(0, min_open=True), default=None, envvar="REPLOG_W_TIMEOUT", help="Seconds a write waits for its w when it names no timeout (default: no limit).")
-@click.option("--heartbeat-interval", type=click.FloatRange(0.01), default=1.0, show_default=True, envvar="REPLOG_HEARTBEAT_INTERVAL", help="Seconds between heartbeats to each secondary.")
-@click.option("--suspect-after", type=click.IntRange(1), default=2, show_default=True, envvar="REPLOG_SUSPECT_AFTER", help="Missed heartbeats before a secondary is suspected.")
-@click.option("--unhealthy-after", type=click.IntRange(1), default=5, show_default=True, envvar="REPLOG_UNHEALTHY_AFTER", help="Missed heartbeats before a secondary is unhealthy.")
-@click.option("--quorum-check/--no-quorum-check", default=True, show_default=True, envvar="REPLOG_QUORUM_CHECK", help="Refuse writes (503) while fewer than a majority of nodes are reachable.")
-@click.option("--max-message-bytes", type=click.IntRange(1), default=1 << 20, show_default=True, envvar="REPLOG_MAX_MESSAGE_BYTES", help="Largest message (UTF-8 bytes) accepted (413 beyond).")
-@click.option("--batch-max-count", type=click.IntRange(1), default=5000, show_default=True, envvar="REPLOG_BATCH_MAX_COUNT", help="Most entries in one replication request.")
-@click.option("--batch-max-bytes", type=click.IntRange(1), default=4 << 20, show_default=True, envvar="REPLOG_BATCH_MAX_BYTES", help="Approximate largest replication request (one entry always fits).")
-@click.option("--replication-window", type=click.IntRange(1, 64), default=4, show_default=True, envvar="REPLOG_REPLICATION_WINDOW", help="Replication requests in flight to one secondary at most (in seq order; a slow secondary costs each write its delay once).")
-@click.option("--replication-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True, envvar="REPLOG_REPLICATION_TIMEOUT", help="Seconds one replication request may take; keep it above any secondary's --delay.")
-@click.option("--backoff-cap", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True, envvar="REPLOG_BACKOFF_CAP", help="Longest delay between two retries to a secondary, seconds.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="REPLOG_PORT",
+    help="Port to listen on.",
+)
+@click.option(
+    "--secondary",
+    "secondaries",
+    multiple=True,
+    callback=_split_urls,
+    envvar="REPLOG_SECONDARY",
+    help="A secondary's base URL; repeat it, or give a space- or comma-separated list.",
+)
+@click.option(
+    "--default-w",
+    type=WType(),
+    default="majority",
+    show_default=True,
+    envvar="REPLOG_DEFAULT_W",
+    help='Write concern of a write that names none: 1..N+1, "majority" or "all".',
+)
+@click.option(
+    "--w-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    envvar="REPLOG_W_TIMEOUT",
+    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.01),
+    default=1.0,
+    show_default=True,
+    envvar="REPLOG_HEARTBEAT_INTERVAL",
+    help="Seconds between heartbeats to each secondary.",
+)
+@click.option(
+    "--suspect-after",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    envvar="REPLOG_SUSPECT_AFTER",
+    help="Missed heartbeats before a secondary is suspected.",
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    envvar="REPLOG_UNHEALTHY_AFTER",
+    help="Missed heartbeats before a secondary is unhealthy.",
+)
+@click.option(
+    "--quorum-check/--no-quorum-check",
+    default=True,
+    show_default=True,
+    envvar="REPLOG_QUORUM_CHECK",
+    help="Refuse writes (503) while fewer than a majority of nodes are reachable.",
+)
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(1),
+    default=1 << 20,
+    show_default=True,
+    envvar="REPLOG_MAX_MESSAGE_BYTES",
+    help="Largest message (UTF-8 bytes) accepted (413 beyond).",
+)
+@click.option(
+    "--batch-max-count",
+    type=click.IntRange(1),
+    default=5000,
+    show_default=True,
+    envvar="REPLOG_BATCH_MAX_COUNT",
+    help="Most entries in one replication request.",
+)
+@click.option(
+    "--batch-max-bytes",
+    type=click.IntRange(1),
+    default=4 << 20,
+    show_default=True,
+    envvar="REPLOG_BATCH_MAX_BYTES",
+    help="Approximate largest replication request (one entry always fits).",
+)
+@click.option(
+    "--replication-window",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    envvar="REPLOG_REPLICATION_WINDOW",
+    help="Replication requests in flight to one secondary at most (in seq order; a slow secondary costs each write its delay once).",
+)
+@click.option(
+    "--replication-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    envvar="REPLOG_REPLICATION_TIMEOUT",
+    help="Seconds one replication request may take; keep it above any secondary's --delay.",
+)
+@click.option(
+    "--backoff-cap",
+    type=click.FloatRange(0, min_open=True),
+    default=2.0,
+    show_default=True,
+    envvar="REPLOG_BACKOFF_CAP",
+    help="Longest delay between two retries to a secondary, seconds.",
+)
 @server_options
-def master(port: int, secondaries: tuple[str, ...], default_w: int | str, loop_name: str, log_format: str, log_level: str, fsync: str, **kw: Any) -> None:
+def master(
+    port: int,
+    secondaries: tuple[str, ...],
+    default_w: int | str,
+    loop_name: str,
+    log_format: str,
+    log_level: str,
+    fsync: str,
+    **kw: Any,
+) -> None:
     """Run the master: it takes writes and replicates them to every --secondary."""
     from replog.master_app import build_master_app
 
@@ -97,26 +251,74 @@ def master(port: int, secondaries: tuple[str, ...], default_w: int | str, loop_n
         raise click.BadParameter("a secondary is named twice", param_hint="--secondary")
     nodes = len(secondaries) + 1
     if isinstance(default_w, int) and not 1 <= default_w <= nodes:
-        raise click.BadParameter(f"must be from 1 to {nodes} with {len(secondaries)} secondaries", param_hint="--default-w")
+        raise click.BadParameter(
+            f"must be from 1 to {nodes} with {len(secondaries)} secondaries", param_hint="--default-w"
+        )
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
     config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
-    _serve("master", config.host, port, loop_name, log_format, log_level, lambda: build_master_app(config), secondaries=list(secondaries))
+    _serve(
+        "master",
+        config.host,
+        port,
+        loop_name,
+        log_format,
+        log_level,
+        lambda: build_master_app(config),
+        secondaries=list(secondaries),
+    )
 
 
 @main.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True, envvar="REPLOG_PORT", help="Port to listen on.")
-@click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True, envvar="REPLOG_DELAY", help="Seconds to sleep (asynchronously) before storing each replication request.")
-@click.option("--fail-rate", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, envvar="REPLOG_FAIL_RATE", help="Probability of answering 500 after storing a replication request (fault injection).")
-@click.option("--seed", type=int, default=None, envvar="REPLOG_SEED", help="Seed of the --fail-rate dice, for reproducible runs.")
-@click.option("--reset", is_flag=True, envvar="REPLOG_RESET", help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8001,
+    show_default=True,
+    envvar="REPLOG_PORT",
+    help="Port to listen on.",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    envvar="REPLOG_DELAY",
+    help="Seconds to sleep (asynchronously) before storing each replication request.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    envvar="REPLOG_FAIL_RATE",
+    help="Probability of answering 500 after storing a replication request (fault injection).",
+)
+@click.option(
+    "--seed", type=int, default=None, envvar="REPLOG_SEED", help="Seed of the --fail-rate dice, for reproducible runs."
+)
+@click.option(
+    "--reset",
+    is_flag=True,
+    envvar="REPLOG_RESET",
+    help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.",
+)
 @server_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
     config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
-    _serve("secondary", config.host, port, loop_name, log_format, log_level, lambda: build_secondary_app(config, reset=reset), delay=config.delay)
+    _serve(
+        "secondary",
+        config.host,
+        port,
+        loop_name,
+        log_format,
+        log_level,
+        lambda: build_secondary_app(config, reset=reset),
+        delay=config.delay,
+    )
 
 
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -132,15 +334,23 @@ def _new_loop(name: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log_level: str, build: Callable[[], Any], **startup: Any) -> None:
+def _serve(
+    role: str,
+    host: str,
+    port: int,
+    loop_name: str,
+    log_format: str,
+    log_level: str,
+    build: Callable[[], Any],
+    **startup: Any,
+) -> None:
     from aiohttp import web
 
     from replog import logs
 
     logs.configure(log_format, log_level, role=role, port=port)
-    import structlog
-
     import aiohttp.web_server
+    import structlog
 
     from replog.http import JsonErrorHandler
     from replog.storage import CorruptLogError
@@ -161,7 +371,16 @@ def _serve(role: str, host: str, port: int, loop_name: str, log_format: str, log
     app.on_startup.append(announce)
     try:
         aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
-        web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True, loop=loop, shutdown_timeout=2.0)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+            handler_cancellation=True,
+            loop=loop,
+            shutdown_timeout=2.0,
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -178,7 +397,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
             return asyncio.run(fn(*args, **kwargs))
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise click.ClickException(f"cannot reach the node: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise click.ClickException("the node did not answer in time") from None
 
     return wrapper
@@ -187,7 +406,12 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
 async def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.request(method, url, data=None if body is None else jsoncodec.dumps(body), headers={"Content-Type": "application/json"}) as resp:
+        async with session.request(
+            method,
+            url,
+            data=None if body is None else jsoncodec.dumps(body),
+            headers={"Content-Type": "application/json"},
+        ) as resp:
             raw = await resp.read()
             try:
                 return resp.status, jsoncodec.loads(raw)
@@ -203,13 +427,41 @@ def _fail(status: int, data: Any) -> click.ClickException:
 
 @main.command()
 @click.argument("texts", nargs=-1, required=True, metavar="TEXT...")
-@click.option("-w", "w", type=WType(), default=None, envvar="REPLOG_W", help='Nodes that must hold the message, master included: 1..N+1, "majority" or "all" (default: the master\'s).')
-@click.option("--master", "master_url", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_MASTER", help="The master's base URL.")
-@click.option("--id", "id_", default=None, envvar="REPLOG_ID", help="Idempotency key: a retry with the same id never appends twice.")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, envvar="REPLOG_TIMEOUT", help="Seconds to wait for the write concern (default: the master's).")
+@click.option(
+    "-w",
+    "w",
+    type=WType(),
+    default=None,
+    envvar="REPLOG_W",
+    help='Nodes that must hold the message, master included: 1..N+1, "majority" or "all" (default: the master\'s).',
+)
+@click.option(
+    "--master",
+    "master_url",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    envvar="REPLOG_MASTER",
+    help="The master's base URL.",
+)
+@click.option(
+    "--id",
+    "id_",
+    default=None,
+    envvar="REPLOG_ID",
+    help="Idempotency key: a retry with the same id never appends twice.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    envvar="REPLOG_TIMEOUT",
+    help="Seconds to wait for the write concern (default: the master's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
 @_client_call
-async def post(texts: tuple[str, ...], w: int | str | None, master_url: str, id_: str | None, timeout: float | None, as_json: bool) -> None:
+async def post(
+    texts: tuple[str, ...], w: int | str | None, master_url: str, id_: str | None, timeout: float | None, as_json: bool
+) -> None:
     """Append TEXT (several TEXTs: one batch, consecutive seqs) and print the stored entry and its acks."""
     body: dict[str, Any] = {"message": texts[0]} if len(texts) == 1 else {"messages": list(texts)}
     for key, value in (("w", w), ("id", id_), ("timeout", timeout)):
@@ -220,7 +472,9 @@ async def post(texts: tuple[str, ...], w: int | str | None, master_url: str, id_
         click.echo(jsoncodec.dumps(data).decode())
     if status == 504 and isinstance(data, dict):
         where = _where(data)
-        raise click.ClickException(f"write concern timeout: stored as {where}, held by {data.get('acks')} of the {data.get('w')} nodes asked for; it keeps replicating")
+        raise click.ClickException(
+            f"write concern timeout: stored as {where}, held by {data.get('acks')} of the {data.get('w')} nodes asked for; it keeps replicating"
+        )
     if status >= 300:
         raise _fail(status, data)
     if not as_json:
@@ -236,7 +490,13 @@ def _where(data: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.option("--node", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_NODE", help="Base URL of the node to read (master or secondary).")
+@click.option(
+    "--node",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    envvar="REPLOG_NODE",
+    help="Base URL of the node to read (master or secondary).",
+)
 @click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
 @click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
@@ -257,7 +517,14 @@ async def get(node: str, since: int | None, limit: int | None, as_json: bool) ->
 
 
 @main.command()
-@click.option("--master", "master_url", default=DEFAULT_MASTER, show_default=True, envvar="REPLOG_MASTER", help="The master's base URL.")
+@click.option(
+    "--master",
+    "master_url",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    envvar="REPLOG_MASTER",
+    help="The master's base URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
 @_client_call
 async def health(master_url: str, as_json: bool) -> None:
@@ -285,17 +552,90 @@ BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read
 
 
 @main.command()
-@click.option("--master", "master_url", default=None, envvar="REPLOG_BENCH_MASTER", help="Bench a running cluster at this master URL (the catch-up scenario is skipped). Default: start a local cluster of a master and 2 secondaries.")
-@click.option("--requests", type=click.IntRange(1), default=20_000, show_default=True, envvar="REPLOG_BENCH_REQUESTS", help="Single-message POSTs per scenario (the one-client latency scenario runs a quarter of them).")
-@click.option("--clients", type=click.IntRange(1), default=32, show_default=True, envvar="REPLOG_BENCH_CLIENTS", help="Concurrent clients (connections) of the single-message scenarios.")
-@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True, envvar="REPLOG_BENCH_BATCH_SIZE", help="Messages per batch POST.")
-@click.option("--batch-requests", type=click.IntRange(1), default=None, envvar="REPLOG_BENCH_BATCH_REQUESTS", help="Batch POSTs of the batch scenario (default: --requests / 20).")
-@click.option("--catchup-messages", type=click.IntRange(1), default=100_000, show_default=True, envvar="REPLOG_BENCH_CATCHUP_MESSAGES", help="Messages written while a secondary is down, in batches of --batch-size.")
-@click.option("--scenario", "scenarios", type=click.Choice(BENCH_SCENARIOS), multiple=True, envvar="REPLOG_BENCH_SCENARIO", help="Run only this scenario; repeat for several (default: all, in the order listed).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="REPLOG_BENCH_DATA_DIR", help="Run the local cluster's nodes with data dirs in a fresh directory under this one (removed afterwards).")
-@click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True, envvar="REPLOG_BENCH_FSYNC", help="With --data-dir: the nodes' --fsync.")
-@click.option("--heartbeat-interval", type=click.FloatRange(0.01), default=None, envvar="REPLOG_BENCH_HEARTBEAT_INTERVAL", help="The local master's --heartbeat-interval (default: the master's own default).")
-@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True, envvar="REPLOG_BENCH_LOOP", help="The load generator's event loop (auto: uvloop when installed).")
+@click.option(
+    "--master",
+    "master_url",
+    default=None,
+    envvar="REPLOG_BENCH_MASTER",
+    help="Bench a running cluster at this master URL (the catch-up scenario is skipped). Default: start a local cluster of a master and 2 secondaries.",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(1),
+    default=20_000,
+    show_default=True,
+    envvar="REPLOG_BENCH_REQUESTS",
+    help="Single-message POSTs per scenario (the one-client latency scenario runs a quarter of them).",
+)
+@click.option(
+    "--clients",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    envvar="REPLOG_BENCH_CLIENTS",
+    help="Concurrent clients (connections) of the single-message scenarios.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    envvar="REPLOG_BENCH_BATCH_SIZE",
+    help="Messages per batch POST.",
+)
+@click.option(
+    "--batch-requests",
+    type=click.IntRange(1),
+    default=None,
+    envvar="REPLOG_BENCH_BATCH_REQUESTS",
+    help="Batch POSTs of the batch scenario (default: --requests / 20).",
+)
+@click.option(
+    "--catchup-messages",
+    type=click.IntRange(1),
+    default=100_000,
+    show_default=True,
+    envvar="REPLOG_BENCH_CATCHUP_MESSAGES",
+    help="Messages written while a secondary is down, in batches of --batch-size.",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    type=click.Choice(BENCH_SCENARIOS),
+    multiple=True,
+    envvar="REPLOG_BENCH_SCENARIO",
+    help="Run only this scenario; repeat for several (default: all, in the order listed).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="REPLOG_BENCH_DATA_DIR",
+    help="Run the local cluster's nodes with data dirs in a fresh directory under this one (removed afterwards).",
+)
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "never"]),
+    default="always",
+    show_default=True,
+    envvar="REPLOG_BENCH_FSYNC",
+    help="With --data-dir: the nodes' --fsync.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.01),
+    default=None,
+    envvar="REPLOG_BENCH_HEARTBEAT_INTERVAL",
+    help="The local master's --heartbeat-interval (default: the master's own default).",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    envvar="REPLOG_BENCH_LOOP",
+    help="The load generator's event loop (auto: uvloop when installed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(**kw: Any) -> None:
     """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.

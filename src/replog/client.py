@@ -5,9 +5,9 @@ Every request carries the master's fence (epoch and id); every answer carries th
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -132,10 +132,12 @@ class HttpTransport:
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self._session.request(method, self.url + path, data=body, headers=headers, timeout=timeout) as resp:
+            async with self._session.request(
+                method, self.url + path, data=body, headers=headers, timeout=timeout
+            ) as resp:
                 payload = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
             data = jsoncodec.loads(payload)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web, web_protocol
 
 from replog import errors, jsoncodec
 from replog.protocol import ApiError, parse_query_int
-from replog.views import MessagesView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

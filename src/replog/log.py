@@ -7,7 +7,7 @@ with the gap-free prefix its reorder buffer releases.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from replog.ids import BATCH, BATCH_MORE
 
@@ -158,7 +158,9 @@ class Log:
         prefix = self._prefix
         return [
             {"seq": seq, "id": id_ if id_ is not None else f"{prefix}-{seq}", "text": text}
-            for seq, id_, text in zip(range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last])
+            for seq, id_, text in zip(
+                range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last], strict=False
+            )
         ]
 
     def batch_end(self, first: int, max_count: int, max_bytes: int) -> int:
@@ -186,6 +188,10 @@ class Log:
         return [
             [seq, id_, text, fl, hashes[HASH_SIZE * seq : HASH_SIZE * (seq + 1)].hex()]
             for seq, id_, text, fl in zip(
-                range(first, last + 1), self._ids[first - 1 : last], self._texts[first - 1 : last], self._flags[first - 1 : last]
+                range(first, last + 1),
+                self._ids[first - 1 : last],
+                self._texts[first - 1 : last],
+                self._flags[first - 1 : last],
+                strict=False,
             )
         ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -208,9 +209,13 @@ class Master:
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:
-            self.logger.info("awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts)
+            self.logger.info(
+                "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
+            )
             return False
-        own = Position(None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq)
+        own = Position(
+            None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq
+        )
         donor = choose_donor(own, [Position(u, r.log, r.log_epoch, r.seq) for u, r in promised.items()])
         if donor.url is not None:
             await self._recover_from(donor, epoch)
@@ -223,8 +228,13 @@ class Master:
         self._on_progress(0)
         unconsulted = [u for u in urls if u not in promised]
         self.logger.info(
-            "recovered", epoch=epoch, seq=self.log.last_seq, log=self.log.log_id, consulted=self.consulted,
-            unconsulted=unconsulted, counted_itself=self_counts,
+            "recovered",
+            epoch=epoch,
+            seq=self.log.last_seq,
+            log=self.log.log_id,
+            consulted=self.consulted,
+            unconsulted=unconsulted,
+            counted_itself=self_counts,
         )
         return True
 
@@ -346,7 +356,9 @@ class Master:
             return
         self.deposed = True
         self.logger.error("deposed", epoch=self.epoch, newer=epoch)
-        self._fail_waiters(errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None))
+        self._fail_waiters(
+            errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None)
+        )
 
     def _on_disk_failed(self, exc: BaseException) -> None:
         if self.disk_failed is not None:
@@ -388,7 +400,9 @@ class Master:
             raise errors.NotMaster("this master was deposed by a newer one", master=None)
         if self.recovering:
             # Read-only like any loss of quorum: no majority has promised yet (or it is copying from one).
-            raise errors.NoQuorum("the master is recovering its log from a majority of the nodes; it is read-only until then")
+            raise errors.NoQuorum(
+                "the master is recovering its log from a majority of the nodes; it is read-only until then"
+            )
         if self.disk_failed is not None:
             raise errors.DiskFailed(f"the master cannot write its log to disk: {self.disk_failed}")
 

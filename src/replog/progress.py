@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     HEALTHY = "healthy"
     SUSPECTED = "suspected"
     UNHEALTHY = "unhealthy"

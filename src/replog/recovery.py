@@ -6,8 +6,8 @@ Pure decision logic; the master asks the secondaries, fetches entries and rolls 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from replog.commitment import majority
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -22,6 +22,7 @@ from replog.progress import Progress, Status
 
 Sleep = Callable[[float], Awaitable[None]]
 EncodeBatch = Callable[[int, int], bytes]  # (first, last) -> request body
+DEFAULT_BACKOFF = Backoff()  # frozen: one instance serves every replicator
 
 
 class Replicator:
@@ -43,7 +44,7 @@ class Replicator:
         batch_max_count: int = 5000,
         batch_max_bytes: int = 4 << 20,
         window: int = 4,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         heartbeat_interval: float = 1.0,
         suspect_after: int = 2,
         unhealthy_after: int = 5,

@@ -25,7 +25,8 @@ import bisect
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from replog.tools.cluster import ClusterError, LocalCluster, Node, http_json
 
@@ -36,6 +37,7 @@ MayLose = Callable[[Op, Attempt], bool]  # whether this stored answer may be und
 
 def _never(op: Op, attempt: Attempt) -> bool:
     return False
+
 
 OVERLAP = 64  # entries re-read at each incremental sample, so a change just before the cursor is seen
 
@@ -135,7 +137,8 @@ class History:
                         self.by_text[text] = seq  # its other seq holds it no more (lost with every copy)
             if conflict is not None:
                 self.violation(
-                    "seq-conflict", seq,
+                    "seq-conflict",
+                    seq,
                     f"seq {seq}: {where} shows {id_!r} {text!r}, "
                     f"but {conflict[2]} showed {conflict[0]!r} {conflict[1]!r} (held by {conflict[3]})",
                 )
@@ -182,7 +185,9 @@ class Cursor:
             if recheck() == incarnation:
                 # Shorter than before although the same process: it hid entries it had shown.
                 self.history.violation(
-                    "shrink", (self.name, self.length), f"{self.history.stamp(self.name)} showed {self.length} entries, later at most {since}"
+                    "shrink",
+                    (self.name, self.length),
+                    f"{self.history.stamp(self.name)} showed {self.length} entries, later at most {since}",
                 )
             sent = time.monotonic()
             generation = self.history.generation(self.name)
@@ -198,7 +203,15 @@ class Cursor:
 class Sampler:
     """One thread per secondary: read the secondary, then the master, and compare, until stopped."""
 
-    def __init__(self, cluster: LocalCluster, history: History, index: int, master_epoch: Callable[[], int], *, interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        history: History,
+        index: int,
+        master_epoch: Callable[[], int],
+        *,
+        interval: float = 0.05,
+    ) -> None:
         self.cluster = cluster
         self.history = history
         self.index = index
@@ -239,7 +252,10 @@ class Sampler:
             self.secondary.incarnation = None  # restarted during the read: read it all next time
         m_len = self.master.read(epoch, self.master_epoch)
         after = _get(self.cluster.master.url + "/health", 2.0)
-        if any(h.get("recovering") or h.get("status") == "recovering" for h in (before, after)) or self.master_epoch() != epoch:
+        if (
+            any(h.get("recovering") or h.get("status") == "recovering" for h in (before, after))
+            or self.master_epoch() != epoch
+        ):
             # A master restarted on its data dir shows less than a secondary until it has recovered.
             self.master.incarnation = None
             self.skipped += 1
@@ -247,7 +263,8 @@ class Sampler:
         self.history.samples += 1
         if s_len > m_len:
             self.history.violation(
-                "prefix", (self.secondary.name, s_len),
+                "prefix",
+                (self.secondary.name, s_len),
                 f"{self.history.stamp(self.secondary.name)} showed {s_len} entries, the master just after only {m_len}",
             )
 
@@ -274,6 +291,7 @@ class Watcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             for cursor in self.cursors:
+
                 def now(node: Node = cursor.node) -> object:
                     return incarnation(_get(node.url + "/health", 2.0))
 
@@ -351,7 +369,9 @@ def check_final(
     if not converged:
         lengths = ", ".join(f"{name} {len(lst)}" for name, lst in finals.items())
         first_diff = _first_difference(finals, reference)
-        history.violation("converge", None, f"the nodes did not converge within {waited:.1f}s: lengths {lengths}{first_diff}")
+        history.violation(
+            "converge", None, f"the nodes did not converge within {waited:.1f}s: lengths {lengths}{first_diff}"
+        )
     at = {e["text"]: e["seq"] for e in master}
     ids = Counter(e["id"] for e in master)
     kept = {op.op_id: _kept_answers(op, at, may_lose) for op in ops}
@@ -378,7 +398,7 @@ def _kept_answers(op: Op, at: dict[str, int], may_lose: MayLose) -> list[Attempt
 def _first_difference(finals: dict[str, list[dict[str, Any]]], reference: str = "master") -> str:
     master = finals[reference]
     for name, lst in finals.items():
-        for a, b in zip(master, lst):
+        for a, b in zip(master, lst, strict=False):
             if a != b:
                 return f"; first difference at seq {a['seq']}: {reference} {a} vs {name} {b}"
     return ""
@@ -408,14 +428,17 @@ def _check_op(
         if a.status == 200 and op.id is None:
             history.violation("answers", op.op_id, f"{op.op_id} has no id, yet got 200 (already stored)")
     if len(answered) > 1:
-        history.violation("answers", op.op_id, f"{op.op_id} (id {op.id}) was answered with different seqs: {sorted(answered)}")
+        history.violation(
+            "answers", op.op_id, f"{op.op_id} (id {op.id}) was answered with different seqs: {sorted(answered)}"
+        )
     for entries in answered:
         for seq, id_, text in entries:
             for name, lst in finals.items():
                 held = lst[seq - 1] if 0 < seq <= len(lst) else None
                 if held is None or (held["id"], held["text"]) != (id_, text):
                     history.violation(
-                        "lost", (op.op_id, name),
+                        "lost",
+                        (op.op_id, name),
                         f"{op.op_id} ({op.outcome}, w={op.w}) was answered seq {seq} {text!r}, but {name} holds {held} there at the end",
                     )
     present = [at.get(t) for t in op.texts]
@@ -451,7 +474,8 @@ def _check_order(history: History, ops: list[Op], kept: dict[str, list[Attempt]]
         i = bisect.bisect_left(ends, op.first_started) - 1
         if i >= 0 and best[i][0] >= min(seqs):  # type: ignore[type-var]
             history.violation(
-                "order", op.op_id,
+                "order",
+                op.op_id,
                 f"{op.op_id} was sent after {best[i][1]} had been acknowledged at seq {best[i][0]}, yet is stored at seq {min(seqs)}",  # type: ignore[type-var]
             )
 
@@ -485,11 +509,19 @@ def _check_write_concern(
         except (KeyError, TypeError, ValueError):
             continue
         acks = answer.body.get("acks")
-        if isinstance(acks, int) and acks < op.w_nodes and not any(
-            k <= answer.ended and op.first_started <= r + LOSS_MARGIN for windows in losses.values() for k, r in windows
+        if (
+            isinstance(acks, int)
+            and acks < op.w_nodes
+            and not any(
+                k <= answer.ended and op.first_started <= r + LOSS_MARGIN
+                for windows in losses.values()
+                for k, r in windows
+            )
         ):
             # (A secondary that just lost its log may lower the count between the ack and the answer.)
-            history.violation("answers", op.op_id, f"{op.op_id} got HTTP {answer.status} with acks {acks} < w={op.w_nodes}")
+            history.violation(
+                "answers", op.op_id, f"{op.op_id} got HTTP {answer.status} with acks {acks} < w={op.w_nodes}"
+            )
         lacking = []
         for i, samples in enumerate(series if op.w_nodes > 1 else ()):
             j = bisect.bisect_right(times[i], answer.ended)
@@ -502,7 +534,8 @@ def _check_write_concern(
                 lacking.append(f"s{i + 1} showed {shown} entries {read_at - answer.ended:.3f}s after the answer")
         if len(series) - len(lacking) < op.w_nodes - 1:
             history.violation(
-                "write-concern", op.op_id,
+                "write-concern",
+                op.op_id,
                 f"{op.op_id} got HTTP {answer.status} w={op.w} (acks {answer.body.get('acks')}) for seq {seq} "
                 f"at t={answer.ended - history.t0:.2f}, but {'; '.join(lacking)}",
             )

@@ -16,9 +16,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 from replog.tools.cluster import ClusterError, LocalCluster, Node, free_port
 
@@ -28,7 +28,16 @@ from .proxy import Proxy
 from .workload import Attempt, Op, Workload
 
 # Log events that a node under these faults should never write: a bug, a crash of a task, a divergence.
-BAD_EVENTS = frozenset({"request_failed", "replicator_crashed", "disk_write_failed", "secondary_diverged", "entry_conflict", "log_mismatch"})
+BAD_EVENTS = frozenset(
+    {
+        "request_failed",
+        "replicator_crashed",
+        "disk_write_failed",
+        "secondary_diverged",
+        "entry_conflict",
+        "log_mismatch",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,12 @@ class RunConfig:
 
     def command(self) -> str:
         """The command line that runs exactly this run."""
-        parts = ["python -m tests.chaos.harness", f"--seed {self.seed}", f"--duration {self.duration:g}", f"--secondaries {self.secondaries}"]
+        parts = [
+            "python -m tests.chaos.harness",
+            f"--seed {self.seed}",
+            f"--duration {self.duration:g}",
+            f"--secondaries {self.secondaries}",
+        ]
         if self.data_dirs:
             parts.append("--data-dir")
         if self.overlap:
@@ -95,11 +109,12 @@ class RunResult:
             f"({c.secondaries} secondaries, {'data dirs' if c.data_dirs else 'in memory'}"
             f"{', overlapping faults' if c.overlap else ''}{f', fail-rate {c.fail_rate:g}' if c.fail_rate else ''}"
             f"{f', delay {c.delay:g}s' if c.delay else ''}{', two masters' if c.two_masters else ''})",
-            f"  faults injected: {sum(self.faults.values())} {_fmt(self.faults)}" + (f", {self.skipped_faults} skipped (target busy)" if self.skipped_faults else ""),
+            f"  faults injected: {sum(self.faults.values())} {_fmt(self.faults)}"
+            + (f", {self.skipped_faults} skipped (target busy)" if self.skipped_faults else ""),
             f"  writes: {sum(self.outcomes.values())} ops, {sum(self.messages.values())} messages; by outcome {_fmt(self.outcomes)}",
             f"  answers: {_fmt(self.statuses)}",
             f"  final log: master {self.log_length} entries, waited {self.converge_seconds:.1f}s for the rest; {self.samples} prefix samples",
-            f"  invariant violations: {len(self.violations)} {_fmt(Counter(v[1:v.index(']')] for v in self.violations))}",
+            f"  invariant violations: {len(self.violations)} {_fmt(Counter(v[1 : v.index(']')] for v in self.violations))}",
         ]
         shown: Counter[str] = Counter()
         for v in self.violations:
@@ -150,7 +165,7 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
             _two_masters(config, cluster, extra, history, result)
         else:
             _exercise(config, cluster, proxy, history, result)
-        named = zip(cluster.nodes, ["master", *(f"s{i + 1}" for i in range(n))])
+        named = zip(cluster.nodes, ["master", *(f"s{i + 1}" for i in range(n))], strict=False)
         for node, name in [*named, *((m, "m2") for m in extra)]:
             _scan_log(history, node.events(), name, allowed=TWO_MASTER_EVENTS if config.two_masters else LATE_EVENTS)
     except ClusterError as exc:
@@ -171,11 +186,22 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
     return result
 
 
-def _exercise(config: RunConfig, cluster: LocalCluster, proxy: Proxy | None, history: History, result: RunResult) -> None:
+def _exercise(
+    config: RunConfig, cluster: LocalCluster, proxy: Proxy | None, history: History, result: RunResult
+) -> None:
     n = config.secondaries
-    faults = schedule(config.seed, config.duration, secondaries=n, data_dirs=config.data_dirs, proxied=0 if proxy else None, overlap=config.overlap)
+    faults = schedule(
+        config.seed,
+        config.duration,
+        secondaries=n,
+        data_dirs=config.data_dirs,
+        proxied=0 if proxy else None,
+        overlap=config.overlap,
+    )
     nemesis = Nemesis(cluster, proxy, faults, proxied=0 if proxy else None, on_loss=history.lost)
-    workload = Workload(cluster.master.url, nodes=n + 1, seed=config.seed, writers=config.writers, tag=f"r{config.seed}")
+    workload = Workload(
+        cluster.master.url, nodes=n + 1, seed=config.seed, writers=config.writers, tag=f"r{config.seed}"
+    )
     samplers = [Sampler(cluster, history, i, lambda: nemesis.master_epoch) for i in range(n)]
     t0 = time.monotonic()
     history.t0 = t0
@@ -214,8 +240,14 @@ def _exercise(config: RunConfig, cluster: LocalCluster, proxy: Proxy | None, his
         return False
 
     check_final(
-        history, workload.ops, finals,
-        converged=converged, waited=waited, series=series, losses=nemesis.losses, may_lose=may_lose,
+        history,
+        workload.ops,
+        finals,
+        converged=converged,
+        waited=waited,
+        series=series,
+        losses=nemesis.losses,
+        may_lose=may_lose,
     )
     result.faults = nemesis.injected
     result.skipped_faults = sum(nemesis.skipped.values())
@@ -302,8 +334,14 @@ def _two_masters(
 
     series = [c.series for c in cursors[2:]]
     check_final(
-        history, [*w1.ops, *w2.ops], finals,
-        converged=converged, waited=waited, series=series, may_lose=may_lose, reference="m2",
+        history,
+        [*w1.ops, *w2.ops],
+        finals,
+        converged=converged,
+        waited=waited,
+        series=series,
+        may_lose=may_lose,
+        reference="m2",
     )
     history.violations += alone.violations  # (they name m1)
     history.samples = watcher.reads
@@ -342,9 +380,15 @@ def soak_configs(base: RunConfig) -> Iterator[RunConfig]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos.harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=None, help="seed of the schedule and the writers (default: from the clock, printed)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of faults per run (default 15; 60 in a soak)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos.harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the schedule and the writers (default: from the clock, printed)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of faults per run (default 15; 60 in a soak)"
+    )
     parser.add_argument("--data-dir", action="store_true", help="every node on a data dir; the master is killed too")
     parser.add_argument("--secondaries", type=int, choices=(2, 3), default=2)
     parser.add_argument("--overlap", action="store_true", help="let faults coincide (more than one node down)")
@@ -353,7 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--no-proxy", dest="proxy", action="store_false", help="no network faults")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' logs of a passing run")
-    parser.add_argument("--soak", type=float, default=None, metavar="MINUTES", help="run one run after another for this long, rotating shapes")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="run one run after another for this long, rotating shapes",
+    )
     parser.add_argument(
         "--two-masters", action="store_true", help="no nemesis: start a second master over the same secondaries mid-run"
     )

@@ -32,8 +32,16 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "        seq = max(self.durable, max(self.buffer.pending, default=0))\n"
                 "        at = seq if at is None else min(seq, at)\n",
             ),
-            ("secondary.py", '"hash": self.log.hash(seq).hex(),', '"hash": self.log.hash(min(seq, self.log.last_seq)).hex(),'),
-            ("secondary.py", '"at_hash": self.log.hash(at).hex(),', '"at_hash": self.log.hash(min(at, self.log.last_seq)).hex(),'),
+            (
+                "secondary.py",
+                '"hash": self.log.hash(seq).hex(),',
+                '"hash": self.log.hash(min(seq, self.log.last_seq)).hex(),',
+            ),
+            (
+                "secondary.py",
+                '"at_hash": self.log.hash(at).hex(),',
+                '"at_hash": self.log.hash(min(at, self.log.last_seq)).hex(),',
+            ),
         ],
     ),
     "release-unchained": (
@@ -64,7 +72,13 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     ),
     "no-fence": (
         "a secondary never refuses a master of an older epoch",
-        [("secondary.py", "        if fence.epoch < self.promised or (fence.epoch == self.promised and fence.master != self.promised_to):\n", "        if False:\n")],
+        [
+            (
+                "secondary.py",
+                "        if fence.epoch < self.promised or (fence.epoch == self.promised and fence.master != self.promised_to):\n",
+                "        if False:\n",
+            )
+        ],
     ),
     "count-any-epoch": (
         "the master counts copies held under any epoch, not only its own",
@@ -78,7 +92,13 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     ),
     "self-vote": (
         "a master that lost its log still counts its own vote at start-up",
-        [("recovery.py", "    return (had_log and saved >= max(reported, default=0)) or (blank and not had_log)\n", "    return True\n")],
+        [
+            (
+                "recovery.py",
+                "    return (had_log and saved >= max(reported, default=0)) or (blank and not had_log)\n",
+                "    return True\n",
+            )
+        ],
     ),
 }
 
@@ -97,7 +117,9 @@ def build(name: str, root: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos.mutants", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos.mutants", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--keep", action="store_true", help="keep the mutant copies")
@@ -119,11 +141,26 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}
             print(f"=== {name}: {MUTANTS[name][0]}", flush=True)
             proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SRC.parents[1] / "tests" / "test_chaos.py")],
-                env=env, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    str(SRC.parents[1] / "tests" / "test_chaos.py"),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
             )
             for line in proc.stdout.splitlines():
-                if "invariant violations:" in line or "chaos run seed" in line or " passed" in line or " failed" in line:
+                if (
+                    "invariant violations:" in line
+                    or "chaos run seed" in line
+                    or " passed" in line
+                    or " failed" in line
+                ):
                     print("   ", line.lstrip("E").strip())
             caught = proc.returncode != 0
             print(f"    -> {'CAUGHT' if caught else 'SURVIVED'}", flush=True)

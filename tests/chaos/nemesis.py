@@ -19,8 +19,9 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from replog.tools.cluster import ClusterError, LocalCluster
 
@@ -28,8 +29,14 @@ from .proxy import Mode, Proxy
 
 SECONDARY_FAULTS = ("kill_secondary", "pause_secondary")
 PROXY_FAULTS = (
-    "proxy_drop", "proxy_reset", "proxy_latency", "proxy_partition", "proxy_cut", "proxy_replay",
-    "partition_restart", "late_delivery",
+    "proxy_drop",
+    "proxy_reset",
+    "proxy_latency",
+    "proxy_partition",
+    "proxy_cut",
+    "proxy_replay",
+    "partition_restart",
+    "late_delivery",
 )
 TWO_NODE_FAULTS = ("partition_restart", "late_delivery")  # on the proxy and the secondary behind it (or the master)
 
@@ -81,7 +88,15 @@ def schedule(
 def _one(rng: random.Random, at: float, *, secondaries: int, data_dirs: bool, proxied: int | None) -> Fault:
     weights = {"kill_secondary": 3.0, "pause_secondary": 2.0}
     if proxied is not None:
-        weights.update(proxy_drop=1.0, proxy_reset=1.0, proxy_latency=1.0, proxy_partition=1.0, proxy_cut=0.5, proxy_replay=0.5, partition_restart=1.0)
+        weights.update(
+            proxy_drop=1.0,
+            proxy_reset=1.0,
+            proxy_latency=1.0,
+            proxy_partition=1.0,
+            proxy_cut=0.5,
+            proxy_replay=0.5,
+            partition_restart=1.0,
+        )
         weights["late_delivery"] = 1.0
     if data_dirs:
         weights["kill_master"] = 2.0

@@ -38,10 +38,11 @@ import socket
 import struct
 import threading
 from collections import Counter
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     PASS = "pass"
     LATENCY = "latency"
     DROP = "drop"
@@ -104,7 +105,14 @@ def _abort(writer: asyncio.StreamWriter | None, rst: bool) -> None:
 class Proxy:
     """Forwards 127.0.0.1:port to upstream_host:upstream_port, with faults switched by set_mode()."""
 
-    def __init__(self, upstream_port: int | None = None, *, host: str = "127.0.0.1", upstream_host: str = "127.0.0.1", seed: int = 0) -> None:
+    def __init__(
+        self,
+        upstream_port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        upstream_host: str = "127.0.0.1",
+        seed: int = 0,
+    ) -> None:
         self.host = host
         self.port = 0  # the listening port, known once started
         self.upstream_host = upstream_host
@@ -132,7 +140,7 @@ class Proxy:
 
     # -- life cycle (called from the harness's thread) ---------------------------
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         self._thread.start()
         self._call(self._start())
         return self
@@ -145,7 +153,7 @@ class Proxy:
         self._thread.join(5)
         self._loop.close()
 
-    def __enter__(self) -> "Proxy":
+    def __enter__(self) -> Proxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -317,14 +325,18 @@ class Proxy:
             if conn.cut:  # a fault came while connecting
                 _abort(conn.upstream, rst=self._mode is Mode.RESET)
                 return
-            await asyncio.gather(self._pump(reader, conn.upstream, conn, record=True), self._pump(up_reader, writer, conn))
+            await asyncio.gather(
+                self._pump(reader, conn.upstream, conn, record=True), self._pump(up_reader, writer, conn)
+            )
         finally:
             self._conns.discard(conn)
             if not conn.cut:
                 _abort(writer, rst=False)
                 _abort(conn.upstream, rst=False)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, record: bool = False) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn, record: bool = False
+    ) -> None:
         """Copy one direction until EOF; a failure on either side closes both."""
         assert self._flowing is not None
         try:

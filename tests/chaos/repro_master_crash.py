@@ -30,7 +30,9 @@ def main() -> None:
             s.pause()
         answer: dict[str, Any] = {}
         big = ["x" * (1 << 19) + f"-{i}" for i in range(100)]
-        writer = threading.Thread(target=lambda: answer.update(r=c.post(messages=big, w=1, id="batch-1", timeout=60)), daemon=True)
+        writer = threading.Thread(
+            target=lambda: answer.update(r=c.post(messages=big, w=1, id="batch-1", timeout=60)), daemon=True
+        )
         writer.start()
         seen = None
         while seen is None:
@@ -38,7 +40,9 @@ def main() -> None:
             seen = body["messages"][0] if body["messages"] else None
         c.master.kill()
         writer.join(5)
-        print(f"1. master showed seq {seen['seq']} = {short(seen['text'])}; the batch's answer: {answer['r'][0] if 'r' in answer else 'none'}")
+        print(
+            f"1. master showed seq {seen['seq']} = {short(seen['text'])}; the batch's answer: {answer['r'][0] if 'r' in answer else 'none'}"
+        )
         for s in c.secondaries:
             s.resume()
         c.master.start()
@@ -51,7 +55,9 @@ def main() -> None:
         verdict = "REUSED" if now["text"] != seen["text"] else "same"
         print(f"4. seq {seen['seq']} was {short(seen['text'])} and is now {short(now['text'])}: {verdict}")
         status, body = c.post(messages=big, w=1, id="batch-1", timeout=10)
-        print(f"5. the batch retried with its id: {status} {body.get('error', '')} {body.get('detail', '') if status >= 300 else ''}")
+        print(
+            f"5. the batch retried with its id: {status} {body.get('error', '')} {body.get('detail', '') if status >= 300 else ''}"
+        )
 
 
 if __name__ == "__main__":

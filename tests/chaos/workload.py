@@ -157,7 +157,9 @@ class Workload:
         texts = [f"{op_id}-{i}" for i in range(count)]
         idempotent = rng.random() < 0.25
         roll = rng.random()
-        timeout = None if roll < 0.4 else round(rng.uniform(0.02, 0.2), 3) if roll < 0.7 else round(rng.uniform(1.0, 3.0), 2)
+        timeout = (
+            None if roll < 0.4 else round(rng.uniform(0.02, 0.2), 3) if roll < 0.7 else round(rng.uniform(1.0, 3.0), 2)
+        )
         twin = idempotent and rng.random() < 0.3
         return Op(op_id, texts, batch, w, w_nodes, f"id-{op_id}" if idempotent else None, timeout, twin)
 
@@ -188,7 +190,9 @@ class Workload:
         client_timeout = self.max_wait if op.timeout is None else op.timeout + min(10.0, self.max_wait)
         attempt = Attempt(time.monotonic())
         try:
-            attempt.status, attempt.body = http_json("POST", self.master_url + "/messages", body, timeout=client_timeout)
+            attempt.status, attempt.body = http_json(
+                "POST", self.master_url + "/messages", body, timeout=client_timeout
+            )
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # The master is down or was killed mid-request: no answer, so the write may or may not be stored.
             attempt.error = f"{type(exc).__name__}: {exc}"

@@ -7,9 +7,10 @@ last lines of every node's log.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,9 @@ class Clusters:
         self.clusters: list[LocalCluster] = []
         self.nodes: list[Node] = []  # stand-alone nodes, started by the test itself
 
-    def __call__(self, secondaries: int = 2, *, start: bool = True, skip: Collection[int] = (), **kw: Any) -> LocalCluster:
+    def __call__(
+        self, secondaries: int = 2, *, start: bool = True, skip: Collection[int] = (), **kw: Any
+    ) -> LocalCluster:
         """A LocalCluster (heartbeat every 0.2 s unless told otherwise), started unless start=False;
         secondaries whose index is in skip are not started (their ports stay reserved)."""
         cluster = LocalCluster(secondaries, workdir=self._workdir / f"cluster{len(self.clusters)}", **kw)

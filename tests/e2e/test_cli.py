@@ -58,7 +58,7 @@ def test_client_commands_against_a_cluster(cluster):
     lines = out.stdout.splitlines()
     assert lines[0] == "master ok seq=2 quorum=2/3"
     assert len(lines) == 3
-    for line, s in zip(lines[1:], c.secondaries):
+    for line, s in zip(lines[1:], c.secondaries, strict=False):
         assert re.fullmatch(rf"\s+{re.escape(s.url)}\s+healthy\s+seq=2\s+lag=0\s+contact=\d+\.\d+s ago", line), line
 
     # A w above the number of nodes: the master's 400, as one line; nothing appended.

@@ -117,7 +117,7 @@ class Load:
             for i, w in enumerate(ws)
         ]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for t in self._threads:
             t.start()
         return self

@@ -67,7 +67,9 @@ def test_fail_rate_and_concurrent_writes_keep_order_and_exactly_once(cluster, po
                     return
                 samples.append((len(shown), len(master)))
                 if master[: len(shown)] != shown:
-                    problems.append(f"{s.url} shows {shown[-3:]}... not a prefix of the master's {master[:len(shown)][-3:]}")
+                    problems.append(
+                        f"{s.url} shows {shown[-3:]}... not a prefix of the master's {master[: len(shown)][-3:]}"
+                    )
                     return
 
     sampler = threading.Thread(target=sample, name="prefix-sampler", daemon=True)
@@ -133,5 +135,9 @@ def test_stopped_secondary_is_suspected_then_unhealthy_then_catches_up(cluster):
     wait_until(lambda: s1.messages() == want, 30, interval=0.05, what="S1 to catch up")
     wait_until(lambda: secondary_view(c.master, s1)["lag"] == 0, 20, what="the master to see S1 caught up")
 
-    changes = [(e["before"], e["after"]) for e in c.master.events() if e.get("event") == "secondary_status" and e.get("secondary") == s1.url]
+    changes = [
+        (e["before"], e["after"])
+        for e in c.master.events()
+        if e.get("event") == "secondary_status" and e.get("secondary") == s1.url
+    ]
     assert changes[-3:] == [("healthy", "suspected"), ("suspected", "unhealthy"), ("unhealthy", "healthy")], changes

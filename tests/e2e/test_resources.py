@@ -73,7 +73,7 @@ class Peak:
                 pass  # a descriptor closed between listing and reading
             self._stop.wait(0.02)
 
-    def __enter__(self) -> "Peak":
+    def __enter__(self) -> Peak:
         self._thread.start()
         return self
 

@@ -41,7 +41,7 @@ def test_grows_exponentially_until_the_cap_then_stays():
     b = Backoff(0.01, 5.0)
     ceilings = [b.ceiling(n) for n in range(1, 30)]
     capped_at = next(i for i, c in enumerate(ceilings) if c == 5.0)
-    for before, after in zip(ceilings[:capped_at], ceilings[1:capped_at]):
+    for before, after in zip(ceilings[:capped_at], ceilings[1:capped_at], strict=False):
         assert after == pytest.approx(2 * before)
     assert ceilings[capped_at - 1] < 5.0
     assert all(c == 5.0 for c in ceilings[capped_at:])

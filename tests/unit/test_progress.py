@@ -398,7 +398,6 @@ def test_random_transitions_keep_0_le_match_lt_next_seq(operations):
             if p.status is Status.DIVERGED:
                 continue  # the replicator reports only what a node agreeing with us says (after rejoin)
             _, inc, seq, promised, log_epoch = op
-            before = match
             rewound = p.report(inc, seq, promised, log_epoch)
             if inc != incarnation:
                 assert rewound is (incarnation is not None)

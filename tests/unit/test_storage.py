@@ -346,7 +346,7 @@ def test_a_torn_atomic_append_is_dropped_whole(tmp_path: Path, groups: list[list
     cut = data.draw(st.integers(0, ends[-1]), label="cut")
     with open(d / "log.dat", "r+b") as f:
         f.truncate(cut)
-    whole = [g for g, end in zip(groups, ends) if end <= cut]
+    whole = [g for g, end in zip(groups, ends, strict=False) if end <= cut]
     loaded = DiskLog(d, fsync=False).load()
     assert loaded.entries == [e for g in whole for e in g]
     assert os.path.getsize(d / "log.dat") == (max([e for e in ends if e <= cut], default=0))

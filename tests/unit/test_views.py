@@ -18,14 +18,18 @@ def fresh(log: Log, since: int, limit: int | None) -> object:
 def make_log(n: int) -> Log:
     log = Log("0123456789abcdef")
     for i in range(n):
-        log.append(f"m{i} \u00e9\"\\", None if i % 3 else f"client-{i}")
+        log.append(f'm{i} \u00e9"\\', None if i % 3 else f"client-{i}")
     return log
 
 
 @settings(max_examples=80, deadline=None)
 @given(
     n=st.integers(0, 3 * views.CHUNK + 5),
-    windows=st.lists(st.tuples(st.integers(0, 3 * views.CHUNK + 10), st.none() | st.integers(0, 2 * views.CHUNK)), min_size=1, max_size=6),
+    windows=st.lists(
+        st.tuples(st.integers(0, 3 * views.CHUNK + 10), st.none() | st.integers(0, 2 * views.CHUNK)),
+        min_size=1,
+        max_size=6,
+    ),
     budget=st.sampled_from([0, 30_000, 1 << 30]),
 )
 def test_any_window_matches_a_fresh_encoding(n: int, windows: list[tuple[int, int | None]], budget: int) -> None:
