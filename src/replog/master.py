@@ -120,7 +120,7 @@ class Master:
                 on_status=self._on_status,
                 on_stale=self._on_stale,
                 epoch=lambda: 0 if self.deposed or self.failed else self.epoch,
-                upto=lambda: self.durable,
+                durable=lambda: self.durable,
                 batch_max_count=config.batch_max_count,
                 batch_max_bytes=config.batch_max_bytes,
                 window=config.replication_window,

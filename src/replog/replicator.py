@@ -40,7 +40,7 @@ class Replicator:
         on_status: Callable[[int, Status, Status], None],
         on_stale: Callable[[int], None],
         epoch: Callable[[], int],
-        upto: Callable[[], int] | None = None,
+        durable: Callable[[], int] | None = None,
         batch_max_count: int = 5000,
         batch_max_bytes: int = 4 << 20,
         window: int = 4,
@@ -62,9 +62,9 @@ class Replicator:
         self._on_status = on_status  # tells the master this secondary's status changed
         self._on_stale = on_stale  # the secondary promised a newer epoch: the master is deposed
         self._epoch = epoch  # the master's epoch (0: not taking writes, send nothing)
-        # The last seq that may be sent: the master's durable end with a data dir, so that no
-        # secondary ever holds an entry a crash of the master could take back.
-        self._upto = upto if upto is not None else (lambda: log.last_seq)
+        # The master's durable end, the last seq that may be sent: with a data dir, no secondary
+        # ever holds an entry a crash of the master could take back.
+        self._durable = durable if durable is not None else (lambda: log.last_seq)
         self._batch_max_count = batch_max_count
         self._batch_max_bytes = batch_max_bytes
         self._window = max(1, window)  # replication requests in flight at most
@@ -98,14 +98,14 @@ class Replicator:
         p = self.progress
         if p.status in (Status.UNHEALTHY, Status.DIVERGED) or self._epoch() == 0:
             return False
-        if p.next_seq <= self._upto():
+        if p.next_seq <= self._durable():
             return len(self._inflight) < self._window
         return not self._inflight and p.needs_epoch(self._epoch())
 
     def _send(self) -> None:
         p = self.progress
         first = p.next_seq
-        count = min(self._batch_max_count, self._upto() - first + 1)
+        count = min(self._batch_max_count, self._durable() - first + 1)
         last = self._log.batch_end(first, count, self._batch_max_bytes) if count > 0 else first - 1
         if last < first:
             p.sync_sent()  # nothing to send but our epoch: one request for this position
