@@ -17,7 +17,6 @@ import structlog
 
 from replog import errors, ids, jsoncodec
 from replog.backoff import Backoff
-from replog.client import Malformed, Reply, Stale, Transport, TransportError
 from replog.commitment import Commitment
 from replog.config import MasterConfig
 from replog.datadir import Opened
@@ -29,6 +28,7 @@ from replog.protocol import Fence, WriteRequest
 from replog.recovery import Position, choose_donor, counts_itself, next_epoch, promises_needed
 from replog.replicator import Replicator
 from replog.storage import Meta, Record
+from replog.transport import Malformed, Reply, Stale, Transport, TransportError
 from replog.views import MessagesView
 
 Sleep = Callable[[float], Awaitable[None]]

@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from replog.client import HttpTransport, Transport
 from replog.config import MasterConfig
 from replog.datadir import open_log
 from replog.durable import GroupCommit
@@ -17,6 +16,7 @@ from replog.http import expect_handler, json_errors, json_response, messages_han
 from replog.master import Master
 from replog.protocol import parse_write
 from replog.replicator import Replicator
+from replog.transport import HttpTransport, Transport
 
 MASTER = web.AppKey("master", Master)
 

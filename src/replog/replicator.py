@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from replog.backoff import Backoff
-from replog.client import Refused, Reply, Stale, Transport, TransportError, Unavailable
 from replog.log import Log
 from replog.progress import Progress, Status
+from replog.transport import Refused, Reply, Stale, Transport, TransportError, Unavailable
 
 Sleep = Callable[[float], Awaitable[None]]
 EncodeBatch = Callable[[int, int], bytes]  # (first, last) -> request body

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from replog import errors, jsoncodec
-from replog.client import Refused, Reply, Stale, TransportError, Unavailable, parse_reply
 from replog.config import SecondaryConfig
 from replog.protocol import ApiError, Fence, parse_wire_entry
 from replog.secondary import Secondary
+from replog.transport import Refused, Reply, Stale, TransportError, Unavailable, parse_reply
 
 OUTCOMES = ("ok", "fail", "stored_fail", "hang")
 
