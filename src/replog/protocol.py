@@ -60,6 +60,9 @@ def resolve_w(value: Any, nodes: int) -> int:
         return majority(nodes)
     if value == "all":
         return nodes
+    if isinstance(value, float) and value.is_integer():
+        # JSON has one number type: 2.0 is the integer 2 (as JSON Schema, and so the OpenAPI description, has it).
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= nodes:
         raise bad("invalid_w", f'w must be an integer from 1 to {nodes} (the master included), "majority" or "all"')
     return value

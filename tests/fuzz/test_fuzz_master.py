@@ -118,6 +118,8 @@ class Ledger:
                     too_large = True
         w = value.get("w")
         w = MAJORITY if w is None or w == "majority" else NODES if w == "all" else w
+        if isinstance(w, float) and w.is_integer():
+            w = int(w)  # JSON has one number type: 2.0 is 2
         if not (isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= NODES):
             bad = True
         id_ = value.get("id")
@@ -248,7 +250,7 @@ OPTIONAL = {
 JUNK = {
     "message": json_values | surrogate_texts | st.text(min_size=257, max_size=400),
     "messages": st.lists(good_texts | json_values | surrogate_texts, max_size=4) | json_values,
-    "w": st.sampled_from([0, 4, -1, 2.0, True, "2", "ALL", 2**64 + 2]) | json_values,
+    "w": st.sampled_from([0, 4, -1, 2.5, 4.0, True, "2", "ALL", 2**64 + 2]) | json_values,
     "id": st.sampled_from(["", 5, True]) | json_values | surrogate_texts,
     "timeout": st.sampled_from([0, -1, -(10**30), True, "1", math.nan, math.inf, -0.0]) | json_values,
     "extra": json_values,

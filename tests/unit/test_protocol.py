@@ -197,7 +197,6 @@ def test_oversized_item_of_a_batch_is_413(codec):
         (b'{"message": "x", "w": 1000000000000000000000}', "invalid_w"),
         (b'{"message": "x", "w": true}', "invalid_w"),
         (b'{"message": "x", "w": false}', "invalid_w"),
-        (b'{"message": "x", "w": 2.0}', "invalid_w"),
         (b'{"message": "x", "w": 1.5}', "invalid_w"),
         (b'{"message": "x", "w": "2"}', "invalid_w"),
         (b'{"message": "x", "w": "Majority"}', "invalid_w"),
@@ -293,10 +292,16 @@ def test_every_integer_in_range_resolves_to_itself(nodes):
         assert refused(resolve_w, w, nodes).status == 400
 
 
-@pytest.mark.parametrize("value", [None, True, False, 1.0, "1", "ALL", "majority ", [], {}])
+@pytest.mark.parametrize("value", [None, True, False, 1.5, 4.0, 1e300, "1", "ALL", "majority ", [], {}])
 def test_resolve_w_refuses_non_integers(value):
     err = refused(resolve_w, value, 3)
     assert (err.status, err.code) == (400, "invalid_w")
+
+
+def test_resolve_w_takes_a_number_without_fraction_as_the_integer():
+    """JSON has one number type: 2.0 is 2, as JSON Schema (and the OpenAPI description) says."""
+    assert resolve_w(2.0, 3) == 2
+    assert type(resolve_w(2.0, 3)) is int
 
 
 # --- query ints --------------------------------------------------------------------
