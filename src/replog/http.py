@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +11,7 @@ import structlog
 from aiohttp import web, web_protocol
 
 from replog import errors, jsoncodec
+from replog.log import Log
 from replog.protocol import ApiError, parse_query_int
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,3 +131,53 @@ def messages_handler(source: Callable[[web.Application], Any]) -> Handler:
         return web.Response(body=body, content_type="application/json")
 
     return get_messages
+
+
+# -- what every node serves besides its role's API --------------------------------------------------------
+
+LOG_PAGE_MAX = 10_000  # entries in one GET /log answer at most: one page costs the node a few milliseconds
+
+
+async def livez(request: web.Request) -> web.Response:
+    """GET /livez: 200 while the process serves requests, whatever the state of its log."""
+    return json_response({"status": "alive"})
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 description of the client API, as shipped inside the package."""
+    return importlib.resources.files("replog").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the description every client generator reads."""
+    return web.Response(body=openapi_document(), content_type="application/json")
+
+
+def log_handler(source: Callable[[web.Application], tuple[Log, int, str | None]]) -> Handler:
+    """GET /log[?since=SEQ][&limit=N]: the raw durable entries with their flags and chain values, for
+    `replog export`.
+
+    source(app) is (the node's log, its durable seq, its log id or None while it holds no log yet).
+    The answer: {"log", "last_seq", "hash" (chain value at last_seq), "since", "prev" (chain value at
+    since, null past last_seq), "entries": [[seq, id or null, text, flags, hash], ...]}, at most
+    LOG_PAGE_MAX entries from since + 1, none past last_seq. Read-only, on every node.
+    """
+
+    async def get_log(request: web.Request) -> web.Response:
+        since = parse_query_int(request.query, "since") or 0
+        limit = parse_query_int(request.query, "limit")
+        limit = LOG_PAGE_MAX if limit is None else min(limit, LOG_PAGE_MAX)
+        log, last, log_id = source(request.app)
+        end = min(last, since + limit)
+        body = {
+            "log": log_id,
+            "last_seq": last,
+            "hash": log.hash(last).hex(),
+            "since": since,
+            "prev": log.hash(since).hex() if since <= last else None,
+            "entries": log.wire(since + 1, end) if end > since else [],
+        }
+        return json_response(body)
+
+    return get_log

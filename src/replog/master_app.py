@@ -12,7 +12,17 @@ from aiohttp import web
 from replog.config import MasterConfig
 from replog.datadir import open_log
 from replog.durable import GroupCommit
-from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
+from replog.http import (
+    expect_handler,
+    json_errors,
+    json_response,
+    livez,
+    log_handler,
+    messages_handler,
+    openapi,
+    read_body,
+)
+from replog.log import Log
 from replog.master import Master
 from replog.protocol import parse_write
 from replog.replicator import Replicator
@@ -100,7 +110,22 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
     app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
+    add_read_routes(app)
     return app
+
+
+def _master_log(app: web.Application) -> tuple[Log, int, str | None]:
+    """The master's log for GET /log; its identity is not yet known while it recovers an empty log."""
+    master = app[MASTER]
+    known = not master.recovering or master.log.last_seq > 0
+    return master.log, master.durable, master.log.log_id if known else None
+
+
+def add_read_routes(app: web.Application) -> None:
+    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of the master."""
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/log", log_handler(_master_log))
 
 
 def _on_death(master: Master, name: str) -> Callable[[asyncio.Task[Any]], None]:

@@ -17,8 +17,17 @@ from replog.config import SecondaryConfig
 from replog.datadir import open_log
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
-from replog.http import expect_handler, json_errors, json_response, messages_handler, read_body
-from replog.log import BATCH_MORE, GENESIS
+from replog.http import (
+    expect_handler,
+    json_errors,
+    json_response,
+    livez,
+    log_handler,
+    messages_handler,
+    openapi,
+    read_body,
+)
+from replog.log import BATCH_MORE, GENESIS, Log
 from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import Meta, Record
@@ -259,7 +268,20 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
+    add_read_routes(app)
     return app
+
+
+def _secondary_log(app: web.Application) -> tuple[Log, int, str | None]:
+    secondary = app[SECONDARY]
+    return secondary.log, secondary.durable, secondary.log.log_id if secondary.adopted else None
+
+
+def add_read_routes(app: web.Application) -> None:
+    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of a secondary."""
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/log", log_handler(_secondary_log))
 
 
 def _report_death(secondary: Secondary) -> Any:
