@@ -544,6 +544,109 @@ async def health(master_url: str, as_json: bool) -> None:
         click.echo(f"  {s['url']}  {s['status']:<9}  seq={s['seq']}  lag={s['lag']}  contact={contact}")
 
 
+# -- backup and restore ----------------------------------------------------------
+
+
+def _progress_bars(
+    label: str, bars: list[Any], *, data_on_stdout: bool = False
+) -> Callable[[int, int], Callable[[int], None]] | None:
+    """Progress bars on stderr when it is a terminal, none otherwise (a pipe or a log file gets no bar,
+    nor does a terminal that also shows the data written to stdout).
+
+    The result makes one bar per segment (from since to last) and returns its update function; the
+    bars made are added to bars, for _close_bars.
+    """
+    if not sys.stderr.isatty() or (data_on_stdout and sys.stdout.isatty()):
+        return None
+
+    def start(since: int, last: int) -> Callable[[int], None]:
+        _close_bars(bars)
+        bar = click.progressbar(length=max(last - since, 1), label=label, file=sys.stderr, show_pos=True)
+        bar.__enter__()
+        bars.append(bar)
+        return bar.update
+
+    return start
+
+
+def _close_bars(bars: list[Any]) -> None:
+    while bars:
+        bars.pop().__exit__(None, None, None)
+
+
+@main.command("export")
+@click.option(
+    "--node",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    envvar="REPLOG_NODE",
+    help="Base URL of the node to back up (master or secondary).",
+)
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
+)
+@_client_call
+async def export_(node: str, since: int) -> None:
+    """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
+
+    The first line is a header with the log id, the seq range and the chain values at both ends; then
+    one line per entry: {"seq", "id" (null: generated), "text", "flags", "hash"}. A progress bar shows on
+    a terminal. Restore it with `replog import --data-dir DIR < FILE`.
+    """
+    from replog import backup
+
+    bars: list[Any] = []
+    out = sys.stdout.buffer
+    try:
+        done = await backup.export(
+            node, out, since=since, progress=_progress_bars("exporting", bars, data_on_stdout=True)
+        )
+        out.flush()
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BrokenPipeError:
+        raise click.ClickException("the output was closed before the export ended") from None
+    finally:
+        _close_bars(bars)
+    count = done.last_seq - done.since
+    span = f" (seq {done.since + 1}..{done.last_seq})" if count else ""
+    click.echo(f"exported {count} entries{span} of log {done.log_id}", err=True)
+
+
+@main.command("import")
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    envvar="REPLOG_DATA_DIR",
+    help="The data dir to restore into: new, empty, or holding a prefix of the same log (the import continues it).",
+)
+def import_(data_dir: str) -> None:
+    """Restore a log from an export read on stdin into a node's data dir, verifying its whole hash chain.
+
+    A foreign (another log), corrupt or truncated file is refused with one line and leaves the data dir
+    as it was. Start a node on the data dir afterwards: a secondary rejoins its master and catches up.
+    """
+    from replog import backup
+
+    if sys.stdin.isatty():
+        raise click.UsageError("pipe an export into it: replog import --data-dir DIR < log.jsonl")
+    bars: list[Any] = []
+    try:
+        done = backup.import_log(sys.stdin.buffer, data_dir, progress=_progress_bars("importing", bars))
+    except backup.BackupError as exc:
+        raise click.ClickException(f"import refused, {data_dir} unchanged: {exc}") from None
+    finally:
+        _close_bars(bars)
+    click.echo(
+        f"imported {done.added} entries of log {done.log_id} into {data_dir}: it holds seq 1..{done.last_seq}", err=True
+    )
+
+
 # -- tooling ---------------------------------------------------------------------
 # Declared here, run from replog.tools: a node never imports that package, and this module imports it
 # only inside the command that needs it.
