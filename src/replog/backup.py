@@ -68,15 +68,17 @@ def header_line(log_id: str, since: int, prev: str, last_seq: int, last_hash: st
 
 def entry_lines(entries: list[list[Any]]) -> bytes:
     """Wire entries [seq, id, text, flags, hash] as export lines, each ending in a newline."""
-    if not entries:
-        return b""
-    # One encoder call for the whole page, then one line per entry: `},{"seq":` occurs only between two
-    # entries, since inside a JSON string every quote is escaped.
-    body = jsoncodec.dumps([{"seq": s, "id": i, "text": t, "flags": f, "hash": h} for s, i, t, f, h in entries])
-    lines = body[1:-1].replace(b'},{"seq":', b'}\n{"seq":') + b"\n"
-    if lines.count(b"\n") != len(entries):  # cannot happen; a guard for an encoder that spaces its output
-        raise BackupError("the JSON encoder wrote entries in an unexpected form")
-    return lines
+    dumps = jsoncodec.dumps
+    # A format per line with the encoder on each value is twice as fast as encoding one dict per entry.
+    try:
+        return b"".join(
+            [
+                b'{"seq":%d,"id":%b,"text":%b,"flags":%d,"hash":%b}\n' % (s, dumps(i), dumps(t), f, dumps(h))
+                for s, i, t, f, h in entries
+            ]
+        )
+    except (TypeError, ValueError):
+        raise BackupError("the node sent malformed entries") from None
 
 
 async def _get_page(session: aiohttp.ClientSession, url: str, since: int, limit: int) -> dict[str, Any]:
