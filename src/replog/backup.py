@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -111,7 +113,7 @@ async def export(
     The end is the node's durable end when the export starts; pages are fetched `window` at a time and
     checked to chain onto each other (each page's "prev" is the last chain value before it), and the
     chain value at the end must still be the one the header announced. progress(since, last_seq), if
-    given, makes the callback told of each page written.
+    given, returns the callback told how many entries each page wrote.
     """
     url = url.rstrip("/")
     collecting = gc.isenabled()
@@ -129,18 +131,17 @@ async def _export(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         first = await _get_page(session, url, since, page)
-        log_id, end, end_hash = first.get("log"), first.get("last_seq"), first.get("hash")
+        log_id, end, end_hash, prev = first.get("log"), first.get("last_seq"), first.get("hash"), first.get("prev")
         if not isinstance(log_id, str) or not log_id:
             raise BackupError(f"{url} holds no log yet: nothing to export")
-        if not isinstance(end, int) or not isinstance(end_hash, str):
-            raise BackupError(f"{url}/log answered without last_seq and hash (is it a replog node?)")
+        if type(end) is not int or not isinstance(end_hash, str) or not (isinstance(prev, str) or since > end):
+            raise BackupError(f"{url}/log answered without last_seq, hash and prev (is it a replog node?)")
         if since > end:
             raise BackupError(f"{url} holds the log up to seq {end} only, before --since {since}")
         advance = progress(since, end) if progress is not None else _no_progress
-        out.write(header_line(log_id, since, first["prev"], end, end_hash) + b"\n")
+        out.write(header_line(log_id, since, prev, end, end_hash) + b"\n")
         starts = list(range(since, end, page))
         pending: dict[int, asyncio.Task[dict[str, Any]]] = {}
-        prev = first["prev"]
         try:
             for i, start in enumerate(starts):
                 for ahead in starts[i + 1 : i + 1 + window]:
@@ -151,13 +152,16 @@ async def _export(
                 want = min(page, end - start)
                 if data.get("log") != log_id:
                     raise BackupError(f"{url} changed logs during the export (now {data.get('log')})")
-                if data.get("prev") != prev or len(entries) < want or entries[0][0] != start + 1:
-                    raise BackupError(
-                        f"{url} no longer holds seq {start + 1} as before: its log changed during the export"
-                    )
-                entries = entries[:want]
-                out.write(entry_lines(entries))
-                prev = entries[-1][4]
+                try:
+                    if data.get("prev") != prev or len(entries) < want or entries[0][0] != start + 1:
+                        raise BackupError(
+                            f"{url} no longer holds seq {start + 1} as before: its log changed during the export"
+                        )
+                    entries = entries[:want]
+                    out.write(entry_lines(entries))
+                    prev = entries[-1][4]
+                except (TypeError, IndexError, KeyError):
+                    raise BackupError(f"{url} sent a malformed page of its log at seq {start + 1}") from None
                 advance(want)
         finally:
             for task in pending.values():
@@ -390,7 +394,8 @@ def import_log(
     file's log id and log epoch 0, and keeps the promise found there (0 in a new data dir). Raises
     BackupError, leaving the data dir as it was, for a foreign, corrupt or truncated file.
     """
-    disk = DiskLog(data_dir, fsync=fsync)
+    existed = os.path.exists(data_dir)
+    disk = DiskLog(data_dir, fsync=fsync)  # creates the directory
     try:
         try:
             disk.lock()
@@ -410,5 +415,10 @@ def import_log(
             raise
     except OSError as exc:
         raise BackupError(f"cannot write {data_dir}: {exc}") from None
+    except BackupError:
+        if not existed:  # as it was: absent (only what DiskLog created is in it)
+            disk.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     finally:
         disk.close()
