@@ -97,10 +97,17 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 opened.disk.close()
 
     app.cleanup_ctx.append(replication)
+    app.on_shutdown.append(_close_readers)
     app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
     app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     return app
+
+
+async def _close_readers(app: web.Application) -> None:
+    """Shutting down: long-polls answer now and streams end, instead of holding the shutdown up."""
+    if MASTER in app:
+        app[MASTER].tail.close()
 
 
 def _on_death(master: Master, name: str) -> Callable[[asyncio.Task[Any]], None]:

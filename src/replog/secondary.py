@@ -22,6 +22,7 @@ from replog.log import BATCH_MORE, GENESIS
 from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import Meta, Record
+from replog.tail import Tail
 from replog.views import MessagesView
 
 
@@ -37,7 +38,12 @@ class Secondary:
         self.promised_to = opened.meta.promised_to  # ... and to which master
         self.log_epoch = opened.meta.log_epoch  # our whole log is a prefix of this epoch's master's log
         self.disk = opened.disk
-        self.commit = GroupCommit(opened.disk, on_failed=self._disk_failed) if opened.disk is not None else None
+        self.tail = Tail(lambda: self.durable)  # readers waiting for the gap-free durable prefix to grow
+        self.commit = (
+            GroupCommit(opened.disk, on_durable=lambda _: self.tail.notify(), on_failed=self._disk_failed)
+            if opened.disk is not None
+            else None
+        )
         self.failed: str | None = None  # why this node can no longer do its job (its disk failed)
         self.buffer = ReorderBuffer(self.log)
         self.view = MessagesView(self.log)
@@ -151,6 +157,8 @@ class Secondary:
                     self.adopted = True
                     self.logger.info("log_adopted", log=req.log_id)
         released = self.buffer.offer(req.entries)
+        if released.items and self.commit is None:
+            self.tail.notify()  # the gap-free prefix grew (with a disk: once it is synced)
         if released.dropped:
             self.logger.warning("foreign_entries_dropped", count=released.dropped, at=released.first)
         if released.items and self.commit is not None:
@@ -230,6 +238,8 @@ async def get_health(request: web.Request) -> web.Response:
             **secondary.status(at),
             "status": "ok" if secondary.failed is None else "disk_failed",
             "buffered": len(secondary.buffer.pending),
+            "waiting_reads": secondary.tail.waiting,
+            "streams": secondary.tail.streams,
         }
     )
 
@@ -254,12 +264,18 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
                 await asyncio.gather(task, return_exceptions=True)
 
     app.cleanup_ctx.append(disk_writer)
+    app.on_shutdown.append(_close_readers)
     app.router.add_post("/promise", post_promise)
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     return app
+
+
+async def _close_readers(app: web.Application) -> None:
+    """Shutting down: long-polls answer now and streams end, instead of holding the shutdown up."""
+    app[SECONDARY].tail.close()
 
 
 def _report_death(secondary: Secondary) -> Any:

@@ -16,7 +16,7 @@ CHUNK = 1024  # entries per cached chunk
 
 
 class MessagesView:
-    """Encodes {"messages": [...]} for any since/limit window of one log."""
+    """Encodes {"messages": [...], "last_seq": N} for any since/limit window of one log."""
 
     def __init__(self, log: Log, budget: int = 32 << 20) -> None:
         self._log = log
@@ -26,15 +26,16 @@ class MessagesView:
         self._log_id = log.log_id  # generated ids depend on it: a new identity empties the cache
 
     def body(self, since: int = 0, limit: int | None = None, upto: int | None = None) -> bytes:
-        """The entries after since, at most limit of them, none past upto (default: the log's end)."""
+        """{"messages": the entries after since, at most limit of them, none past upto (default: the log's
+        end), "last_seq": the highest seq shown (upto, or the log's end)}."""
         log = self._log
         if log.log_id != self._log_id:
             self._chunks.clear()
             self._size = 0
             self._log_id = log.log_id
         first = max(since, 0) + 1
-        end = log.last_seq if upto is None else min(upto, log.last_seq)
-        last = end if limit is None else min(end, first + limit - 1)
+        shown = log.last_seq if upto is None else min(upto, log.last_seq)
+        last = shown if limit is None else min(shown, first + limit - 1)
         parts: list[bytes] = []
         seq = first
         while seq <= last:
@@ -47,7 +48,7 @@ class MessagesView:
                 stop = min(end, last)
                 parts.append(self._encode(seq, stop))
                 seq = stop + 1
-        return b'{"messages":[' + b",".join(parts) + b"]}"
+        return b'{"messages":[' + b",".join(parts) + b'],"last_seq":%d}' % shown
 
     def _encode(self, first: int, last: int) -> bytes:
         return jsoncodec.dumps(self._log.dicts(first - 1, last - first + 1))[1:-1]
