@@ -16,6 +16,7 @@ from replog.http import expect_handler, json_errors, json_response, messages_han
 from replog.master import Master
 from replog.protocol import parse_write
 from replog.replicator import Replicator
+from replog.stream import stream_handler
 from replog.transport import HttpTransport, Transport
 
 MASTER = web.AppKey("master", Master)
@@ -100,6 +101,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     app.on_shutdown.append(_close_readers)
     app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
     app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
+    app.router.add_get("/messages/stream", stream_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     return app
 

@@ -22,6 +22,7 @@ from replog.log import BATCH_MORE, GENESIS
 from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import Meta, Record
+from replog.stream import stream_handler
 from replog.tail import Tail
 from replog.views import MessagesView
 
@@ -269,6 +270,7 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
+    app.router.add_get("/messages/stream", stream_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     return app
 
