@@ -216,6 +216,13 @@ async def post_replicate(request: web.Request) -> web.Response:
     return json_response(await secondary.replicate(await read_body(request), fence))  # type: ignore[arg-type]
 
 
+async def post_messages(request: web.Request) -> web.Response:
+    """A client's write sent here: say that this is a secondary, so that a client moves on to the master."""
+    raise errors.NotMaster(
+        "this node is a secondary and takes no writes; send them to the master", role="secondary", master=None
+    )
+
+
 async def get_entries(request: web.Request) -> web.Response:
     """Internal: raw durable entries, for a master recovering its log at start-up."""
     secondary = request.app[SECONDARY]
@@ -270,6 +277,7 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
+    app.router.add_post("/messages", post_messages)
     app.router.add_get("/messages/stream", stream_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     return app

@@ -72,6 +72,8 @@ def stream_handler(source: Callable[[web.Application], Any]) -> Handler:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
         tail.streams += 1
         try:
             await resp.write(HELLO)
