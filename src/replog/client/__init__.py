@@ -18,7 +18,7 @@ from replog.client.errors import (
     WriteConcernTimeout,
 )
 from replog.client.producer import Producer
-from replog.client.types import Appended, AppendedBatch, Entry
+from replog.client.types import Appended, AppendedBatch, Entry, Page
 
 __all__ = [
     "Appended",
@@ -27,6 +27,7 @@ __all__ = [
     "Entry",
     "NoQuorum",
     "NotMaster",
+    "Page",
     "Producer",
     "Rejected",
     "ReplogError",

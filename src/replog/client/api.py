@@ -23,7 +23,7 @@ from replog import jsoncodec
 from replog.backoff import Backoff
 from replog.client.errors import NotMaster, ReplogError, Unavailable, WriteConcernTimeout, from_answer, unreachable
 from replog.client.sse import EventParser
-from replog.client.types import Appended, AppendedBatch, Entry
+from replog.client.types import Appended, AppendedBatch, Entry, Page
 
 if TYPE_CHECKING:
     from replog.client.producer import Producer
@@ -191,16 +191,17 @@ class Client:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def read(self, since: int = 0, limit: int | None = None, *, wait: float | None = None) -> list[Entry]:
-        """The entries after since (at most limit) that a node shows; with wait (0 < wait <= 60), a
-        long-poll: when none is there yet, wait up to that many seconds for one."""
+    async def read(self, since: int = 0, limit: int | None = None, *, wait: float | None = None) -> Page:
+        """The entries after since (at most limit) that a node shows, as a list whose last_seq is the
+        highest seq the node shows; with wait (0 < wait <= 60), a long-poll: when none is there yet,
+        wait up to that many seconds for one."""
         params = {"since": str(since)}
         if limit is not None:
             params["limit"] = str(limit)
         if wait is not None:
             params["wait"] = str(wait)
         data = await self._get("/messages", params)
-        return [Entry.of(m) for m in data["messages"]]
+        return Page((Entry.of(m) for m in data["messages"]), data.get("last_seq", 0))
 
     async def health(self) -> dict[str, Any]:
         """The master's GET /health (the node writes go to)."""
@@ -239,6 +240,15 @@ class Client:
         and resumes after the last entry it yielded: none is skipped, none repeated. Close it with
         ``aclose()`` (or break out of the loop and let it go).
         """
+        async for entries in self.follow_chunks(since):
+            for entry in entries:
+                yield entry
+
+    async def follow_chunks(
+        self, since: int = 0, on_error: Callable[[BaseException, float], None] | None = None
+    ) -> AsyncIterator[list[Entry]]:
+        """follow(), an arrival at a time: each list holds the entries that came in one read from the
+        network (never empty). on_error(error, delay) hears of each lost or refused connection."""
         pos = since
         failures = 0
         timeout = aiohttp.ClientTimeout(
@@ -246,6 +256,7 @@ class Client:
         )
         while True:
             base = self._reader
+            error: BaseException | None = None
             try:
                 async with self.session.get(
                     base + "/messages/stream",
@@ -257,26 +268,32 @@ class Client:
                         error = from_answer(resp.status, await _json(resp))
                         if not isinstance(error, Unavailable):
                             raise error
-                        raise _Retry(error)
-                    failures = 0
-                    parser = EventParser()
-                    loads = jsoncodec.loads
-                    async for chunk in resp.content.iter_any():
-                        for event in parser.feed(chunk):
-                            if event.event != b"message":
-                                continue
-                            d = loads(event.data)
-                            seq = d["seq"]
-                            if seq <= pos:
-                                continue  # never twice, whatever a node sends
-                            pos = seq
-                            yield Entry(seq, d["id"], d["text"])
-                # The node ended the stream (it is shutting down): reconnect at once, then back off.
-            except (*NETWORK_ERRORS, _Retry) as exc:
-                if isinstance(exc, (aiohttp.ClientConnectorError, OSError)):
+                    else:
+                        failures = 0
+                        parser = EventParser()
+                        loads = jsoncodec.loads
+                        async for chunk in resp.content.iter_any():
+                            entries = []
+                            for event in parser.feed(chunk):
+                                if event.event != b"message":
+                                    continue
+                                d = loads(event.data)
+                                seq = d["seq"]
+                                if seq > pos:  # never twice, whatever a node sends
+                                    pos = seq
+                                    entries.append(Entry(seq, d["id"], d["text"]))
+                            if entries:
+                                yield entries
+                        error = Unavailable(f"{base} ended the stream", code="stream_ended")  # it shuts down
+            except NETWORK_ERRORS as exc:
+                error = exc
+                if isinstance(exc, OSError):  # refused, unreachable: try the next URL
                     self._reader = self._next(base)
             failures += 1
-            await asyncio.sleep(self.backoff.delay(failures))
+            delay = self.backoff.delay(failures)
+            if on_error is not None and error is not None:
+                on_error(error, delay)
+            await asyncio.sleep(delay)
 
     def _next(self, url: str) -> str:
         """The URL after url in the list (url itself if it is the only one, or not listed: the first)."""
@@ -284,10 +301,6 @@ class Client:
             return self.urls[(self.urls.index(url) + 1) % len(self.urls)]
         except ValueError:
             return self.urls[0]
-
-
-class _Retry(Exception):
-    """A stream answer worth retrying (a 5xx)."""
 
 
 def _write_body(body: dict[str, Any], w: W | None, id_: str, timeout: float | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,3 +45,11 @@ class AppendedBatch:
     w: int
     acks: int
     created: bool = True
+
+
+class Page(list[Entry]):
+    """Entries a read returned; last_seq is the highest seq the node showed when it answered."""
+
+    def __init__(self, entries: Iterable[Entry] = (), last_seq: int = 0) -> None:
+        super().__init__(entries)
+        self.last_seq = last_seq
