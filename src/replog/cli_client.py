@@ -13,7 +13,6 @@ import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import asdict
 from typing import Any, TextIO
 
 import click
@@ -105,8 +104,11 @@ async def _stdin_lines() -> AsyncIterator[str]:
 
 
 def _print_stored(result: Appended | AppendedBatch, as_json: bool) -> None:
-    body = asdict(result)
-    created = body.pop("created")
+    if isinstance(result, AppendedBatch):
+        body = {"entries": [e._asdict() for e in result.entries], "w": result.w, "acks": result.acks}
+    else:
+        body = {"seq": result.seq, "id": result.id, "text": result.text, "w": result.w, "acks": result.acks}
+    created = result.created
     if as_json:
         click.echo(jsoncodec.dumps(body).decode())
         return
@@ -170,7 +172,7 @@ async def get(log: Client, since: int | None, limit: int | None, as_json: bool) 
     async with log:
         page = await log.read(since or 0, limit)
     if as_json:
-        body = {"messages": [asdict(e) for e in page], "last_seq": page.last_seq}
+        body = {"messages": [e._asdict() for e in page], "last_seq": page.last_seq}
         click.echo(jsoncodec.dumps(body).decode())
         return
     sys.stdout.write("".join(f"{e.seq}\t{e.text}\n" for e in page))

@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from replog import jsoncodec
 from replog.http import Handler
 from replog.protocol import bad, parse_query_int
 
@@ -34,14 +33,6 @@ def start_seq(request: web.Request) -> int:
             raise bad("invalid_last_event_id", "Last-Event-ID must be a non-negative integer, the last seq received")
         return int(last)
     return parse_query_int(request.query, "since") or 0
-
-
-def events(log: Any, first: int, last: int) -> bytes:
-    """The events of entries first..last of log, encoded."""
-    dumps = jsoncodec.dumps
-    return b"".join(
-        b"id: %d\nevent: message\ndata: %s\n\n" % (d["seq"], dumps(d)) for d in log.dicts(first - 1, last - first + 1)
-    )
 
 
 def chunk_end(log: Any, first: int, end: int) -> int:
@@ -82,7 +73,7 @@ def stream_handler(source: Callable[[web.Application], Any]) -> Handler:
                 if end > pos:
                     log = node.log
                     last = chunk_end(log, pos + 1, end)
-                    data = events(log, pos + 1, last)
+                    data = node.view.events(pos + 1, last)
                     pos = last
                     await resp.write(data)  # waits while the socket's buffer is full: the consumer's pace
                 elif not await tail.wait_past(pos, keepalive) and not tail.closed:

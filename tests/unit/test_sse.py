@@ -51,3 +51,31 @@ def test_any_chunking_gives_the_same_events(cuts: list[int], newline: bytes) -> 
     points = sorted({min(c, len(data)) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     assert feed_all(chunks) == WANT
+
+
+def test_feed_messages_gives_the_data_of_the_message_events() -> None:
+    assert EventParser().feed_messages(STREAM) == [e.data for e in WANT if e.event == b"message"]
+
+
+TRICKY = [  # events whose layout is not replog's own: the one-pass path must hand them to feed()
+    b'id: 1\nevent: message\ndata: {"text":"data: inside"}\n\n',
+    b"data: two\ndata: lines\n\n",
+    b"event: other\ndata: not a message\n\n",
+    b"id: 2\nevent: message\ndata: plain\n\n",
+]
+
+
+@given(
+    st.lists(st.sampled_from([*TRICKY, b": keep-alive\n\n"]), max_size=8),
+    st.lists(st.integers(0, 400), max_size=10),
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_feed_messages_matches_feed_for_any_events_and_chunking(
+    blocks: list[bytes], cuts: list[int], newline: bytes
+) -> None:
+    data = (b"".join(blocks) + b": end\n\n").replace(b"\n", newline)
+    points = sorted({min(c, len(data)) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    fast = EventParser()
+    got = [d for chunk in chunks for d in fast.feed_messages(chunk)]
+    assert got == [e.data for e in feed_all(chunks) if e.event == b"message"]

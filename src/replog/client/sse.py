@@ -6,9 +6,11 @@ line ends; several data lines joined by LF) and has a fast path for replog's own
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 _FAST = b"\nevent: message\ndata: "  # replog writes "id: N" then these two lines
+_MESSAGE_DATA = re.compile(rb"\nevent: message\ndata: ([^\n]*)")
 
 
 class Event(NamedTuple):
@@ -43,6 +45,24 @@ class EventParser:
             if event is not None:
                 out.append(event)
         return out
+
+    def feed_messages(self, data: bytes) -> list[bytes]:
+        """The data of the message events completed so far, in order; other events and comments skipped.
+
+        The same as the data of feed()'s message events, found in one pass over the bytes when every
+        event is laid out as replog writes it (one data line, after "event: message"), else by feed().
+        """
+        buf = self._buf + data if self._buf else data
+        end = buf.rfind(b"\n\n")
+        if end < 0 or b"\r" in buf:
+            return [e.data for e in self.feed(data) if e.event == b"message"]
+        complete = buf[: end + 2]
+        fields = complete.count(b"\ndata:") + complete.startswith(b"data:")  # no JSON holds a raw LF
+        found = _MESSAGE_DATA.findall(complete)
+        if len(found) != fields:
+            return [e.data for e in self.feed(data) if e.event == b"message"]
+        self._buf = buf[end + 2 :]
+        return found
 
 
 def _parse(block: bytes) -> Event | None:

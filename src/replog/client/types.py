@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One entry of the log."""
+class Entry(NamedTuple):
+    """One entry of the log. A named tuple: follow() makes hundreds of thousands a second."""
 
     seq: int
     id: str
