@@ -546,7 +546,10 @@ def health(master_url: str, as_json: bool, **kw: Any) -> None:
 # Declared here, run from replog.tools: a node never imports that package, and this module imports it
 # only inside the command that needs it.
 
-BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read")  # replog.tools.bench.SCENARIOS
+BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
+    *("w1", "majority", "all", "latency", "batch", "catchup", "read"),
+    *("replay", "client", "producer", "stream", "idle"),
+)
 
 
 @main.command()
@@ -633,6 +636,14 @@ BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read
     show_default=True,
     envvar="REPLOG_BENCH_LOOP",
     help="The load generator's event loop (auto: uvloop when installed).",
+)
+@click.option(
+    "--idle-streams",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    envvar="REPLOG_BENCH_IDLE_STREAMS",
+    help="Streams the idle scenario holds open on the master.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(**kw: Any) -> None:
