@@ -323,6 +323,7 @@ class Master:
         log.truncate(keep)
         self.ids.truncate(keep)
         self._encode.clear()
+        self.view = MessagesView(log)  # its cached encodings may hold the entries just removed
         self.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=epoch, file=where)
 
     # -- what replicators and the disk report ----------------------------------------

@@ -104,6 +104,20 @@ async def test_a_write_to_a_secondary_moves_on_to_the_master(cluster):
         assert [e.text for e in await log.read()] == ["x"]  # reads go to the first URL, s1
 
 
+async def test_a_not_master_answer_that_names_the_master_is_followed(cluster, aiohttp_server):
+    async def deposed(request: web.Request) -> web.Response:
+        body = {"error": "not_master", "detail": "not me", "master": cluster.master.url}
+        return web.json_response(body, status=503)
+
+    app = web.Application()
+    app.router.add_post("/messages", deposed)
+    server = await aiohttp_server(app)
+    async with replog.Client(str(server.make_url(""))) as log:
+        stored = await log.append("moved on", w=1)
+        assert log.master == cluster.master.url
+    assert [m["text"] for m in await cluster.master.messages()] == ["moved on"] and stored.seq == 1
+
+
 async def test_a_producer_coalesces_concurrent_appends_and_each_caller_gets_its_own_entry(cluster):
     async with replog.Client(cluster.master.url) as log:
         async with log.producer(w=3) as p:
