@@ -12,10 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import click
 
-from replog import __version__, jsoncodec
+from replog import __version__
 from replog.config import MasterConfig, SecondaryConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"
@@ -386,43 +385,37 @@ def _serve(
 
 
 # -- client commands -------------------------------------------------------------
+# Thin: replog.cli_client runs each on replog.Client; a failure is one `Error:` line and exit 1.
 
 
-def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an async client function; network failures become one clear line and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return asyncio.run(fn(*args, **kwargs))
-        except (aiohttp.ClientConnectionError, OSError) as exc:
-            raise click.ClickException(f"cannot reach the node: {exc}") from None
-        except TimeoutError:
-            raise click.ClickException("the node did not answer in time") from None
-
-    return wrapper
-
-
-async def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.request(
-            method,
-            url,
-            data=None if body is None else jsoncodec.dumps(body),
-            headers={"Content-Type": "application/json"},
-        ) as resp:
-            raw = await resp.read()
-            try:
-                return resp.status, jsoncodec.loads(raw)
-            except jsoncodec.DecodeError:
-                raise click.ClickException(f"{url} answered HTTP {resp.status} with a body that is not JSON") from None
-
-
-def _fail(status: int, data: Any) -> click.ClickException:
-    if isinstance(data, dict) and "error" in data:
-        return click.ClickException(f"HTTP {status} {data['error']}: {data.get('detail', '')}")
-    return click.ClickException(f"HTTP {status}")
+def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every client command shares."""
+    opts = [
+        click.option(
+            "--token",
+            default=None,
+            envvar="REPLOG_TOKEN",
+            help="Send this token as Authorization: Bearer (for nodes that require one).",
+        ),
+        click.option(
+            "--ca",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_CA",
+            help="CA file to verify https:// nodes with (default: the system's).",
+        ),
+        click.option(
+            "--retry-for",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            envvar="REPLOG_RETRY_FOR",
+            help="Seconds to keep retrying an unreachable node or a 503 (writes carry an id: never stored twice).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
 
 
 @main.command()
@@ -441,14 +434,14 @@ def _fail(status: int, data: Any) -> click.ClickException:
     default=DEFAULT_MASTER,
     show_default=True,
     envvar="REPLOG_MASTER",
-    help="The master's base URL.",
+    help="The master's base URL (host:port means http://); several, comma-separated, are tried in turn.",
 )
 @click.option(
     "--id",
     "id_",
     default=None,
     envvar="REPLOG_ID",
-    help="Idempotency key: a retry with the same id never appends twice.",
+    help="Idempotency key: a retry with the same id never appends twice (default: one made up).",
 )
 @click.option(
     "--timeout",
@@ -457,36 +450,36 @@ def _fail(status: int, data: Any) -> click.ClickException:
     envvar="REPLOG_TIMEOUT",
     help="Seconds to wait for the write concern (default: the master's).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
-@_client_call
-async def post(
-    texts: tuple[str, ...], w: int | str | None, master_url: str, id_: str | None, timeout: float | None, as_json: bool
+@click.option("--json", "as_json", is_flag=True, help="Print the stored entry as JSON.")
+@client_options
+def post(
+    texts: tuple[str, ...],
+    w: int | str | None,
+    master_url: str,
+    id_: str | None,
+    timeout: float | None,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
-    """Append TEXT (several TEXTs: one batch, consecutive seqs) and print the stored entry and its acks."""
-    body: dict[str, Any] = {"message": texts[0]} if len(texts) == 1 else {"messages": list(texts)}
-    for key, value in (("w", w), ("id", id_), ("timeout", timeout)):
-        if value is not None:
-            body[key] = value
-    status, data = await _request("POST", master_url.rstrip("/") + "/messages", body)
-    if as_json:
-        click.echo(jsoncodec.dumps(data).decode())
-    if status == 504 and isinstance(data, dict):
-        where = _where(data)
-        raise click.ClickException(
-            f"write concern timeout: stored as {where}, held by {data.get('acks')} of the {data.get('w')} nodes asked for; it keeps replicating"
-        )
-    if status >= 300:
-        raise _fail(status, data)
-    if not as_json:
-        verb = "stored" if status == 201 else "already stored"
-        click.echo(f"{verb} {_where(data)} w={data['w']} acks={data['acks']}")
+    """Append TEXT (several TEXTs: one batch, consecutive seqs) and print the stored entry and its acks.
+
+    `replog post -` appends every non-empty line of stdin as a message, in order.
+    While a write waits for its w on a terminal, stderr shows what it waits for.
+    """
+    from replog import cli_client
+
+    log = cli_client.client(_split_list(master_url), kw["token"], kw["ca"], kw["retry_for"])
+    if texts == ("-",):
+        if id_ is not None:
+            raise click.ClickException("--id names one write; with - every line is a write of its own")
+        cli_client.run(cli_client.post_lines(log, w, timeout, as_json))
+        return
+    watch = timeout is None and not as_json and sys.stderr.isatty()
+    cli_client.run(cli_client.post(log, texts, w, id_, timeout, as_json, watch))
 
 
-def _where(data: dict[str, Any]) -> str:
-    if "entries" in data:
-        entries = data["entries"]
-        return f"seq={entries[0]['seq']}..{entries[-1]['seq']} ({len(entries)} entries)"
-    return f"seq={data.get('seq')} id={data.get('id')}"
+def _split_list(value: str) -> list[str]:
+    return [u for u in value.replace(",", " ").split() if u] or [value]
 
 
 @main.command()
@@ -495,25 +488,40 @@ def _where(data: dict[str, Any]) -> str:
     default=DEFAULT_MASTER,
     show_default=True,
     envvar="REPLOG_NODE",
-    help="Base URL of the node to read (master or secondary).",
+    help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
 @click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
 @click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
 @click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
-@_client_call
-async def get(node: str, since: int | None, limit: int | None, as_json: bool) -> None:
+@client_options
+def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: Any) -> None:
     """Print the messages a node shows, in order: one "SEQ<TAB>TEXT" line each."""
-    params = [f"{k}={v}" for k, v in (("since", since), ("limit", limit)) if v is not None]
-    url = node.rstrip("/") + "/messages" + ("?" + "&".join(params) if params else "")
-    status, data = await _request("GET", url)
-    if status != 200:
-        raise _fail(status, data)
-    if as_json:
-        click.echo(jsoncodec.dumps(data).decode())
-        return
-    out = sys.stdout
-    for m in data["messages"]:
-        out.write(f"{m['seq']}\t{m['text']}\n")
+    from replog import cli_client
+
+    log = cli_client.client(node, kw["token"], kw["ca"], kw["retry_for"])
+    cli_client.run(cli_client.get(log, since, limit, as_json))
+
+
+@main.command()
+@click.option(
+    "--node",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    envvar="REPLOG_NODE",
+    help="Base URL of the node to read, master or secondary (host:port means http://).",
+)
+@click.option("--since", type=click.IntRange(0), default=0, show_default=True, help="Start after this seq.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they come; survives node restarts.")
+@client_options
+def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
+    """Print the log as "SEQ<TAB>TEXT" lines; with -f, follow it (Ctrl-C stops)."""
+    from replog import cli_client
+
+    log = cli_client.client(node, kw["token"], kw["ca"], kw["retry_for"])
+    try:
+        cli_client.run(cli_client.tail(log, since, follow))
+    except KeyboardInterrupt:
+        pass  # how -f ends
 
 
 @main.command()
@@ -523,25 +531,16 @@ async def get(node: str, since: int | None, limit: int | None, as_json: bool) ->
     default=DEFAULT_MASTER,
     show_default=True,
     envvar="REPLOG_MASTER",
-    help="The master's base URL.",
+    help="The master's base URL (host:port means http://).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
-@_client_call
-async def health(master_url: str, as_json: bool) -> None:
+@client_options
+def health(master_url: str, as_json: bool, **kw: Any) -> None:
     """Print the master's status and each secondary's status and lag."""
-    status, data = await _request("GET", master_url.rstrip("/") + "/health")
-    if status != 200:
-        raise _fail(status, data)
-    if as_json:
-        click.echo(jsoncodec.dumps(data).decode())
-        return
-    if data.get("role") != "master":
-        click.echo(f"{data.get('role')} seq={data.get('seq')}")
-        return
-    click.echo(f"master {data['status']} seq={data['seq']} quorum={data['quorum']}/{data.get('nodes', '?')}")
-    for s in data["secondaries"]:
-        contact = "never" if s["last_contact"] is None else f"{s['last_contact']:.1f}s ago"
-        click.echo(f"  {s['url']}  {s['status']:<9}  seq={s['seq']}  lag={s['lag']}  contact={contact}")
+    from replog import cli_client
+
+    log = cli_client.client(master_url, kw["token"], kw["ca"], kw["retry_for"])
+    cli_client.run(cli_client.health(log, as_json))
 
 
 # -- backup and restore ----------------------------------------------------------
@@ -572,6 +571,23 @@ def _progress_bars(
 def _close_bars(bars: list[Any]) -> None:
     while bars:
         bars.pop().__exit__(None, None, None)
+
+
+def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an async command; network failures become one clear line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import aiohttp
+
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise click.ClickException(f"cannot reach the node: {exc}") from None
+        except TimeoutError:
+            raise click.ClickException("the node did not answer in time") from None
+
+    return wrapper
 
 
 @main.command("export")
@@ -651,7 +667,10 @@ def import_(data_dir: str) -> None:
 # Declared here, run from replog.tools: a node never imports that package, and this module imports it
 # only inside the command that needs it.
 
-BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read")  # replog.tools.bench.SCENARIOS
+BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
+    *("w1", "majority", "all", "latency", "batch", "catchup", "read"),
+    *("replay", "client", "producer", "stream", "idle"),
+)
 
 
 @main.command()
@@ -738,6 +757,14 @@ BENCH_SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read
     show_default=True,
     envvar="REPLOG_BENCH_LOOP",
     help="The load generator's event loop (auto: uvloop when installed).",
+)
+@click.option(
+    "--idle-streams",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    envvar="REPLOG_BENCH_IDLE_STREAMS",
+    help="Streams the idle scenario holds open on the master.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(**kw: Any) -> None:

@@ -28,6 +28,7 @@ class MasterConfig:
     replication_timeout: float = 30.0  # seconds one replication request may take (must exceed a secondary's --delay)
     data_dir: str | None = None  # keep the log on disk here; None = in memory
     fsync: bool = True  # with data_dir: fsync before counting a write as held
+    stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
 
     @property
     def nodes(self) -> int:
@@ -49,3 +50,4 @@ class SecondaryConfig:
     data_dir: str | None = None
     fsync: bool = True
     seed: int | None = None  # seeds the fail-rate dice, for reproducible runs
+    stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream

@@ -12,7 +12,7 @@ from aiohttp import web, web_protocol
 
 from replog import errors, jsoncodec
 from replog.log import Log
-from replog.protocol import ApiError, parse_query_int
+from replog.protocol import ApiError, parse_query_int, parse_wait
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -117,16 +117,20 @@ class JsonErrorHandler(web_protocol.RequestHandler):
 
 
 def messages_handler(source: Callable[[web.Application], Any]) -> Handler:
-    """GET /messages[?since=SEQ][&limit=N] of a node, whichever its role.
+    """GET /messages[?since=SEQ][&limit=N][&wait=S] of a node, whichever its role.
 
     source(app) is the node: its .view encodes, and nothing past its .durable seq is
-    shown (with a data dir, what is on disk: nothing a crash could take back).
+    shown (with a data dir, what is on disk: nothing a crash could take back). With wait,
+    a read that finds nothing past since waits up to S seconds on the node's .tail for it.
     """
 
     async def get_messages(request: web.Request) -> web.Response:
         since = parse_query_int(request.query, "since") or 0
         limit = parse_query_int(request.query, "limit")
+        wait = parse_wait(request.query)
         node = source(request.app)
+        if wait is not None and limit != 0:
+            await node.tail.wait_past(since, wait)
         body = node.view.body(since, limit, node.durable)
         return web.Response(body=body, content_type="application/json")
 

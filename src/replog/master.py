@@ -28,6 +28,7 @@ from replog.protocol import Fence, WriteRequest
 from replog.recovery import Position, choose_donor, counts_itself, next_epoch, promises_needed
 from replog.replicator import Replicator
 from replog.storage import Meta, Record
+from replog.tail import Tail
 from replog.transport import Malformed, Reply, Stale, Transport, TransportError
 from replog.views import MessagesView
 
@@ -107,6 +108,7 @@ class Master:
         self._encode = BatchEncoder(self.log)
         self._sleep = sleep
         self.view = MessagesView(self.log)
+        self.tail = Tail(lambda: self.durable)  # readers waiting for what reads show to grow
         self._started = time.monotonic()
         self.logger = structlog.get_logger()
         self.replicators = [
@@ -226,6 +228,7 @@ class Master:
         self.epoch = epoch
         self.recovering = False
         self._on_progress(0)
+        self.tail.notify()  # without a data dir, recovery grew the log unannounced
         unconsulted = [u for u in urls if u not in promised]
         self.logger.info(
             "recovered",
@@ -320,6 +323,7 @@ class Master:
         log.truncate(keep)
         self.ids.truncate(keep)
         self._encode.clear()
+        self.view = MessagesView(log)  # its cached encodings may hold the entries just removed
         self.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=epoch, file=where)
 
     # -- what replicators and the disk report ----------------------------------------
@@ -338,6 +342,7 @@ class Master:
     def durable_to(self, seq: int) -> None:
         """The master's own copy is on disk up to seq: it counts as one ack, and may be sent on."""
         self._on_progress(0)
+        self.tail.notify()
         for r in self.replicators:
             r.notify()
 
@@ -475,6 +480,7 @@ class Master:
                 raise errors.DiskFailed(f"the master cannot write its log to disk: {exc}") from None
         else:
             self._on_progress(0)
+            self.tail.notify()
         for r in self.replicators:
             r.notify()
         return first
@@ -543,6 +549,8 @@ class Master:
             "epoch": self.epoch,
             "master_id": self.id,
             "waiting_writes": self.commitment.waiting,
+            "waiting_reads": self.tail.waiting,
+            "streams": self.tail.streams,
             "recovering": self.recovering,
             "recovery_error": self.recovery_error if self.recovering else None,
             "deposed": self.deposed,

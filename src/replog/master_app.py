@@ -26,6 +26,7 @@ from replog.log import Log
 from replog.master import Master
 from replog.protocol import parse_write
 from replog.replicator import Replicator
+from replog.stream import stream_handler
 from replog.transport import HttpTransport, Transport
 
 MASTER = web.AppKey("master", Master)
@@ -107,8 +108,10 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 opened.disk.close()
 
     app.cleanup_ctx.append(replication)
+    app.on_shutdown.append(_close_readers)
     app.router.add_post("/messages", post_messages, expect_handler=expect_handler)
     app.router.add_get("/messages", messages_handler(lambda app: app[MASTER]))
+    app.router.add_get("/messages/stream", stream_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
     return app
@@ -126,6 +129,12 @@ def add_read_routes(app: web.Application) -> None:
     app.router.add_get("/livez", livez)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_master_log))
+
+
+async def _close_readers(app: web.Application) -> None:
+    """Shutting down: long-polls answer now and streams end, instead of holding the shutdown up."""
+    if MASTER in app:
+        app[MASTER].tail.close()
 
 
 def _on_death(master: Master, name: str) -> Callable[[asyncio.Task[Any]], None]:

@@ -137,6 +137,23 @@ def parse_query_int(query: Any, name: str) -> int | None:
     return int(raw)
 
 
+MAX_WAIT = 60.0  # seconds a long-poll may wait at most
+
+
+def parse_wait(query: Any) -> float | None:
+    """?wait=S of a long-poll: a number of seconds, 0 < S <= MAX_WAIT; None when absent."""
+    raw = query.get("wait")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw) if raw.isascii() and len(raw) <= 32 else -1.0
+    except ValueError:
+        wait = -1.0
+    if not 0 < wait <= MAX_WAIT:  # NaN fails this too
+        raise bad("invalid_wait", f"?wait= must be a number of seconds above 0 and at most {MAX_WAIT:g}")
+    return wait
+
+
 @dataclass(frozen=True)
 class ReplicateRequest:
     """A validated batch from the master: entries as (seq, id or None, text, flags, chain value)."""

@@ -31,6 +31,8 @@ from replog.log import BATCH_MORE, GENESIS, Log
 from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import Meta, Record
+from replog.stream import stream_handler
+from replog.tail import Tail
 from replog.views import MessagesView
 
 
@@ -46,7 +48,12 @@ class Secondary:
         self.promised_to = opened.meta.promised_to  # ... and to which master
         self.log_epoch = opened.meta.log_epoch  # our whole log is a prefix of this epoch's master's log
         self.disk = opened.disk
-        self.commit = GroupCommit(opened.disk, on_failed=self._disk_failed) if opened.disk is not None else None
+        self.tail = Tail(lambda: self.durable)  # readers waiting for the gap-free durable prefix to grow
+        self.commit = (
+            GroupCommit(opened.disk, on_durable=lambda _: self.tail.notify(), on_failed=self._disk_failed)
+            if opened.disk is not None
+            else None
+        )
         self.failed: str | None = None  # why this node can no longer do its job (its disk failed)
         self.buffer = ReorderBuffer(self.log)
         self.view = MessagesView(self.log)
@@ -160,6 +167,8 @@ class Secondary:
                     self.adopted = True
                     self.logger.info("log_adopted", log=req.log_id)
         released = self.buffer.offer(req.entries)
+        if released.items and self.commit is None:
+            self.tail.notify()  # the gap-free prefix grew (with a disk: once it is synced)
         if released.dropped:
             self.logger.warning("foreign_entries_dropped", count=released.dropped, at=released.first)
         if released.items and self.commit is not None:
@@ -216,6 +225,13 @@ async def post_replicate(request: web.Request) -> web.Response:
     return json_response(await secondary.replicate(await read_body(request), fence))  # type: ignore[arg-type]
 
 
+async def post_messages(request: web.Request) -> web.Response:
+    """A client's write sent here: say that this is a secondary, so that a client moves on to the master."""
+    raise errors.NotMaster(
+        "this node is a secondary and takes no writes; send them to the master", role="secondary", master=None
+    )
+
+
 async def get_entries(request: web.Request) -> web.Response:
     """Internal: raw durable entries, for a master recovering its log at start-up."""
     secondary = request.app[SECONDARY]
@@ -239,6 +255,8 @@ async def get_health(request: web.Request) -> web.Response:
             **secondary.status(at),
             "status": "ok" if secondary.failed is None else "disk_failed",
             "buffered": len(secondary.buffer.pending),
+            "waiting_reads": secondary.tail.waiting,
+            "streams": secondary.tail.streams,
         }
     )
 
@@ -263,10 +281,13 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
                 await asyncio.gather(task, return_exceptions=True)
 
     app.cleanup_ctx.append(disk_writer)
+    app.on_shutdown.append(_close_readers)
     app.router.add_post("/promise", post_promise)
     app.router.add_post("/replicate", post_replicate, expect_handler=expect_handler)
     app.router.add_get("/entries", get_entries)
     app.router.add_get("/messages", messages_handler(lambda app: app[SECONDARY]))
+    app.router.add_post("/messages", post_messages)
+    app.router.add_get("/messages/stream", stream_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
     return app
@@ -282,6 +303,11 @@ def add_read_routes(app: web.Application) -> None:
     app.router.add_get("/livez", livez)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_secondary_log))
+
+
+async def _close_readers(app: web.Application) -> None:
+    """Shutting down: long-polls answer now and streams end, instead of holding the shutdown up."""
+    app[SECONDARY].tail.close()
 
 
 def _report_death(secondary: Secondary) -> Any:

@@ -795,6 +795,8 @@ def test_methods_and_paths(replica: Replica, method: str, path: str, body: bytes
         assert answer.status in (200, 400), answer
         if path in ("/replicate", "/promise", "/entries") and method != "HEAD":
             assert assert_json_error(answer, 400)["error"] == "invalid_epoch", answer
+    elif (method, path) == ("POST", "/messages"):  # a client's write: "I am a secondary"
+        assert answer.status == 503 and answer.json()["error"] == "not_master", answer
     elif method == "HEAD":
         assert 400 <= answer.status < 500 and answer.content_type == "application/json", answer
     else:

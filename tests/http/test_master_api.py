@@ -462,7 +462,7 @@ async def test_get_messages_since_and_limit(five, query, want):
 
 
 async def test_get_messages_of_an_empty_log(cluster):
-    assert (await cluster.master.get("/messages")).ok() == {"messages": []}
+    assert (await cluster.master.get("/messages")).ok() == {"messages": [], "last_seq": 0}
 
 
 @pytest.mark.parametrize(

@@ -380,7 +380,6 @@ async def test_get_messages_bad_since_or_limit_is_400(secondary, query):
         ("GET", "/promise", 405),
         ("POST", "/entries", 405),
         ("DELETE", "/messages", 405),
-        ("POST", "/messages", 405),
         ("PUT", "/health", 405),
     ],
 )
@@ -390,6 +389,15 @@ async def test_unknown_routes_and_wrong_methods(secondary, method, path, status)
     reply.error(status)
     if status == 405:
         assert reply.headers.get("Allow")
+
+
+async def test_a_write_sent_to_a_secondary_says_it_is_a_secondary(secondary):
+    node = await secondary()
+    reply = await node.post({"message": "x"})
+    body = reply.error(503, "not_master")
+    assert body["role"] == "secondary" and body["master"] is None
+    assert "secondary" in body["detail"]
+    assert await node.messages() == []
 
 
 async def test_a_batch_whose_prev_contradicts_the_held_log_is_refused(secondary):

@@ -11,8 +11,9 @@ from replog.log import Log
 from replog.views import MessagesView
 
 
-def fresh(log: Log, since: int, limit: int | None) -> object:
-    return {"messages": log.dicts(since, limit)}
+def fresh(log: Log, since: int, limit: int | None, upto: int | None = None) -> object:
+    shown = log.last_seq if upto is None else min(upto, log.last_seq)
+    return {"messages": [m for m in log.dicts(since, limit) if m["seq"] <= shown], "last_seq": shown}
 
 
 def make_log(n: int) -> Log:
@@ -26,17 +27,23 @@ def make_log(n: int) -> Log:
 @given(
     n=st.integers(0, 3 * views.CHUNK + 5),
     windows=st.lists(
-        st.tuples(st.integers(0, 3 * views.CHUNK + 10), st.none() | st.integers(0, 2 * views.CHUNK)),
+        st.tuples(
+            st.integers(0, 3 * views.CHUNK + 10),
+            st.none() | st.integers(0, 2 * views.CHUNK),
+            st.none() | st.integers(0, 3 * views.CHUNK + 10),
+        ),
         min_size=1,
         max_size=6,
     ),
     budget=st.sampled_from([0, 30_000, 1 << 30]),
 )
-def test_any_window_matches_a_fresh_encoding(n: int, windows: list[tuple[int, int | None]], budget: int) -> None:
+def test_any_window_matches_a_fresh_encoding(
+    n: int, windows: list[tuple[int, int | None, int | None]], budget: int
+) -> None:
     log = make_log(n)
     view = MessagesView(log, budget=budget)
-    for since, limit in windows:
-        assert orjson.loads(view.body(since, limit)) == fresh(log, since, limit)
+    for since, limit, upto in windows:
+        assert orjson.loads(view.body(since, limit, upto)) == fresh(log, since, limit, upto)
 
 
 def test_appends_after_a_read_are_shown() -> None:

@@ -12,6 +12,15 @@ or targets a running cluster with `--master URL`, and runs these scenarios in or
     catchup   SIGKILL a secondary, write --catchup-messages in batches with w=1, restart it empty,
               and time its restart until the master's /health shows its lag at 0 (local cluster only)
     read      GET /messages of the whole log on the master, one client, five times
+    replay    the whole log through GET /messages/stream and Client.follow (entries/s at the consumer)
+    client    --requests / 4 appends through replog.Client, w=all, --clients coroutines: one POST each
+    producer  --requests appends through one Client.producer, w=all, --clients coroutines each awaiting
+              its own append: coalesced into batch POSTs (compare with the client row)
+    stream    a follower of the master and a writer appending one message at a time at w=all: the
+              latency from sending each append to the follower having the entry (and, in the note,
+              from the append's answer: a follower usually has the entry before its writer's answer)
+    idle      --idle-streams streams open on the master, waiting past the end of the log: the master's
+              memory for them, and single-message POSTs at w=all with them open (compare with "all")
 
 Every option also reads REPLOG_BENCH_<OPTION> (REPLOG_BENCH_MASTER, ...): not the REPLOG_MASTER or
 REPLOG_DATA_DIR of the other commands, so that an environment set up for `replog post` or for a
@@ -55,7 +64,20 @@ from replog import __version__
 from replog.tools import loadgen
 from replog.tools.cluster import ClusterError, LocalCluster, http_json, wait_until
 
-SCENARIOS = ("w1", "majority", "all", "latency", "batch", "catchup", "read")
+SCENARIOS = (
+    "w1",
+    "majority",
+    "all",
+    "latency",
+    "batch",
+    "catchup",
+    "read",
+    "replay",
+    "client",
+    "producer",
+    "stream",
+    "idle",
+)
 THROUGHPUT = ("w1", "majority", "all")  # the scenarios where the generator could be the bottleneck
 BATCH_CLIENTS = 8
 READ_REPEATS = 5
@@ -70,6 +92,7 @@ class Settings:
     batch_requests: int  # batch POSTs of the batch scenario
     catchup_messages: int  # messages written while a secondary is down
     loop: str  # the load generator's event loop: auto, uvloop, asyncio
+    idle_streams: int = 1000  # streams the idle scenario holds open
 
 
 # -- the machine and the processes --------------------------------------------------
@@ -114,6 +137,18 @@ def process_cpu(pid: int) -> float | None:
         return t.user + t.system
     except Exception:  # psutil missing or the process gone: the figure is simply unknown
         return None
+
+
+def process_rss(pid: int) -> int | None:
+    """Resident set size in bytes now (VmRSS)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def process_peak_rss(pid: int) -> int | None:
@@ -260,6 +295,7 @@ class Bench:
         self.progress = progress
         self.data_dirs = data_dirs
         self.nodes = target.node_count()
+        self._rates: dict[str, float] = {}  # rate of each scenario run so far, for the rows that compare
 
     def load(
         self, *, method: str, path: str, body: str | None, count: int, clients: int
@@ -278,7 +314,17 @@ class Bench:
             "loop": self.settings.loop,
             "stall_timeout": STALL_TIMEOUT,
         }
-        cmd = [sys.executable, "-m", "replog.tools.loadgen", json.dumps(spec)]
+        return self._child("replog.tools.loadgen", spec, count)
+
+    def client_load(
+        self, kind: str, count: int, clients: int = 1, w: int | str | None = None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Run one replog.tools.clientload load (through replog.Client); as load()."""
+        spec = {"url": self.target.url, "kind": kind, "count": count, "clients": clients, "w": w}
+        return self._child("replog.tools.clientload", {**spec, "loop": self.settings.loop}, count)
+
+    def _child(self, module: str, spec: dict[str, Any], count: int) -> tuple[dict[str, Any], dict[str, float]]:
+        cmd = [sys.executable, "-m", module, json.dumps(spec)]
         before: dict[str, tuple[int, float]] = {}
         result = None
         window = 0.0
@@ -465,6 +511,94 @@ class Bench:
         row["note"] = f"{entries:,} entries, {size / 2**20:.1f} MB"
         return self.finish_row(row)
 
+    def replay(self) -> dict[str, Any]:
+        entries = int(self.target.health().get("seq", 0))
+        title = f"stream replay ({entries:,} entries)"
+        self.progress.start(title)
+        result, cpu = self.client_load("replay", entries)
+        row = self.row("replay", title, result, cpu, clients=1, per_request=1, unit="entries/s")
+        row["note"] = "GET /messages/stream from seq 0, read with Client.follow"
+        return self.finish_row(row)
+
+    def appends(self, kind: str) -> dict[str, Any]:
+        s = self.settings
+        count = max(1, s.requests // 4) if kind == "client" else s.requests
+        how = "Client.append" if kind == "client" else "Client.producer"
+        title = f"{how} w={self.nodes} (all)"
+        self.target.wait_settled()
+        self.progress.start(title, count)
+        result, cpu = self.client_load(kind, count, s.clients, "all")
+        row = self.row(kind, title, result, cpu, clients=s.clients, per_request=1, unit="writes/s")
+        row["w"] = self.nodes
+        if kind == "producer":
+            row["note"] = f"{s.clients} coroutines, each awaiting its own append"
+            base = self._rates.get("client")
+            if base:
+                row["note"] += f"; {row['rate'] / base:.1f}x the Client.append row"
+        self._rates[kind] = row["rate"]
+        return self.finish_row(row)
+
+    def stream(self) -> dict[str, Any]:
+        count = max(1, self.settings.requests // 10)
+        title = "stream: append -> follower"
+        self.target.wait_settled()
+        self.progress.start(title, count)
+        result, cpu = self.client_load("stream", count, 1, "all")
+        row = self.row("stream", title, result, cpu, clients=1, per_request=1, unit="writes/s")
+        row["after_answer_p99_ms"] = result.get("after_answer_p99_ms")
+        row["note"] = (
+            f"ms from sending each w=all append until a follower of the master has it; "
+            f"{result.get('seen_before_answer', 0):,} of {count:,} seen before their answer, "
+            f"p99 after the answer {result.get('after_answer_p99_ms', 0):.2f} ms"
+        )
+        return self.finish_row(row)
+
+    def idle(self) -> dict[str, Any]:
+        s = self.settings
+        n = s.idle_streams
+        title = f"POST w={self.nodes} (all), {n:,} idle streams"
+        self.target.wait_settled()
+        self.progress.start(title, s.requests)
+        pid = self.target.pids().get("master")
+        before = process_rss(pid) if pid else None
+        spec = {"url": self.target.url, "kind": "hold", "clients": n, "loop": self.settings.loop}
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "replog.tools.clientload", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            holder.stdout.readline()  # ready: every stream asked for
+            wait_until(lambda: self.target.health().get("streams", 0) >= n, 60, 0.05, f"{n} open streams")
+            after = process_rss(pid) if pid else None
+            result, cpu = self.load(
+                method="POST", path="/messages", body=single_body("i", "all"), count=s.requests, clients=s.clients
+            )
+        finally:
+            if holder.stdin is not None:
+                holder.stdin.close()
+            try:
+                holder.wait(30)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()
+        row = self.row("idle", title, result, cpu, clients=s.clients, per_request=1, unit="writes/s")
+        row["w"] = self.nodes
+        row["streams"] = n
+        notes = []
+        if before is not None and after is not None:
+            row["stream_rss_mb"] = round((after - before) / 2**20, 1)
+            notes.append(
+                f"master RSS +{(after - before) / 2**20:.1f} MB ({(after - before) / 1024 / n:.1f} KiB/stream)"
+            )
+        base = self._rates.get("all")
+        if base:
+            notes.append(f"{(row['rate'] / base - 1) * 100:+.0f}% vs the w=all row")
+        row["note"] = ", ".join(notes)
+        return self.finish_row(row)
+
     def _resolve(self, w: int | str) -> int:
         if w == "all":
             return self.nodes
@@ -490,6 +624,16 @@ class Bench:
                 rows.append(self.catchup())
             elif name == "read":
                 rows.append(self.read())
+            elif name == "replay":
+                rows.append(self.replay())
+            elif name in ("client", "producer"):
+                rows.append(self.appends(name))
+            elif name == "stream":
+                rows.append(self.stream())
+            elif name == "idle":
+                rows.append(self.idle())
+            if rows and rows[-1]["name"] in THROUGHPUT:
+                self._rates[rows[-1]["name"]] = rows[-1]["rate"]
         return rows
 
 
@@ -657,6 +801,7 @@ def run(
     heartbeat_interval: float | None,
     loop: str,
     as_json: bool,
+    idle_streams: int = 1000,
 ) -> None:
     """`replog bench` once its options are parsed: run the scenarios named (all when none) on a local
     cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
@@ -677,7 +822,9 @@ def run(
             import uvloop  # noqa: F401
         except ImportError:
             raise click.BadParameter("uvloop is not installed (pip install uvloop)", param_hint="--loop") from None
-    settings = Settings(requests, clients, batch_size, batch_requests or max(1, requests // 20), catchup_messages, loop)
+    settings = Settings(
+        requests, clients, batch_size, batch_requests or max(1, requests // 20), catchup_messages, loop, idle_streams
+    )
     info = machine_info(loop)
     if not as_json:
         click.echo(header_line(info), err=True)
