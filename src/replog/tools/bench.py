@@ -61,6 +61,7 @@ from typing import Any, TextIO
 import click
 
 from replog import __version__
+from replog.commitment import majority
 from replog.tools import loadgen
 from replog.tools.cluster import ClusterError, LocalCluster, http_json, wait_until
 
@@ -603,7 +604,7 @@ class Bench:
         if w == "all":
             return self.nodes
         if w == "majority":
-            return self.nodes // 2 + 1
+            return majority(self.nodes)
         return int(w)
 
     def run(self, names: list[str]) -> list[dict[str, Any]]:
