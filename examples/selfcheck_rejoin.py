@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run()
     if args.start:
-        cluster = LocalCluster(2)
+        cluster = LocalCluster(2, master_args=["--new-cluster"])  # S2 down from the start: a brand-new cluster
         m, (s1, s2) = cluster.master, cluster.secondaries
         run.say(f"starting a master and S1 on free ports, S2 not yet; logs in {cluster.workdir}")
         try:

@@ -209,6 +209,14 @@ def main() -> None:
     help="Approximate largest replication request (one entry always fits).",
 )
 @click.option(
+    "--new-cluster",
+    is_flag=True,
+    envvar="REPLOG_NEW_CLUSTER",
+    help="Start a brand-new cluster: while no node that answers holds any log or promise, the master counts its "
+    "own vote, so writes are taken with a secondary still down. Never on a restart: a master without its log "
+    "would then outvote a secondary that holds acknowledged writes (REPLOG_NEW_CLUSTER).",
+)
+@click.option(
     "--replication-window",
     type=click.IntRange(1, 64),
     default=4,

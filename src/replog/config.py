@@ -27,6 +27,8 @@ class MasterConfig:
     backoff_cap: float = 2.0  # longest retry delay, seconds
     replication_timeout: float = 30.0  # seconds one replication request may take (must exceed a secondary's --delay)
     data_dir: str | None = None  # keep the log on disk here; None = in memory
+    new_cluster: bool = False  # the operator says this is a brand-new cluster: with no history on any
+    # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
 

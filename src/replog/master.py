@@ -42,8 +42,9 @@ class BadDonor(TransportError):
 class BatchEncoder:
     """Encodes a replication batch once, however many secondaries ask for the same range."""
 
-    def __init__(self, log: Log, size: int = 8) -> None:
+    def __init__(self, log: Log, base: Callable[[], int] = lambda: 0, size: int = 8) -> None:
         self._log = log
+        self._base = base  # the end of the master's start-up log (see Secondary._take_log_epoch)
         self._size = size
         self._cache: dict[tuple[str, int, int], bytes] = {}
 
@@ -54,7 +55,7 @@ class BatchEncoder:
             log = self._log
             entries = log.wire(first, last)  # the replicator has capped the range
             prev = [first - 1, log.hash(first - 1).hex()]
-            body = jsoncodec.dumps({"log": log.log_id, "prev": prev, "entries": entries})
+            body = jsoncodec.dumps({"log": log.log_id, "base": self._base(), "prev": prev, "entries": entries})
             if len(self._cache) >= self._size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = body
@@ -105,7 +106,7 @@ class Master:
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
-        self._encode = BatchEncoder(self.log)
+        self._encode = BatchEncoder(self.log, lambda: self.start_end)
         self._sleep = sleep
         self.view = MessagesView(self.log)
         self.tail = Tail(lambda: self.durable)  # readers waiting for what reads show to grow
@@ -156,8 +157,11 @@ class Master:
         proposal, seen = 0, 0
         while True:
             try:
+                # Positions are read unfenced: a node that promised a newer epoch must tell us so
+                # (in its answer), not refuse the very read that would let us propose past it.
+                self.fence = None
                 positions = await self._positions()
-                seen = max([seen, *(e for r in positions.values() for e in self._epochs(r))])
+                seen = max([seen, *(e for r in positions.values() for e in self._epochs(r, proposal))])
                 self._history = self._history or any(r.log is not None or r.seq > 0 for r in positions.values())
                 proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
                 self.fence = Fence(proposal, self.id)
@@ -173,9 +177,9 @@ class Master:
                     self.logger.warning("recovery_retry", epoch=proposal, error=str(exc))
             await self._sleep(self.config.heartbeat_interval)
 
-    def _epochs(self, reply: Reply) -> tuple[int, ...]:
+    def _epochs(self, reply: Reply, proposal: int) -> tuple[int, ...]:
         """The epochs a node reports, less the promise it made to this very master."""
-        mine = self.fence is not None and reply.promised == self.fence.epoch and reply.promised_to == self.id
+        mine = reply.promised == proposal and reply.promised_to == self.id
         return (reply.log_epoch,) if mine else (reply.promised, reply.log_epoch)
 
     async def _positions(self) -> dict[str, Reply]:
@@ -205,9 +209,9 @@ class Master:
                 promised[url] = reply
             elif not isinstance(reply, Exception):
                 raise reply
-        reported = [e for r in promised.values() for e in self._epochs(r)] + [seen]
+        reported = [e for r in promised.values() for e in self._epochs(r, epoch)] + [seen]
         self._history = self._history or any(r.log is not None or r.seq > 0 for r in promised.values())
-        blank = not self._history and max(reported) == 0
+        blank = self.config.new_cluster and not self._history and max(reported) == 0
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:

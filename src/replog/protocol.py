@@ -161,6 +161,7 @@ class ReplicateRequest:
     log_id: str
     entries: list[tuple[int, str | None, str, int, bytes]]
     prev: tuple[int, bytes] | None  # (seq, chain value) of the entry just before the batch
+    base: int = 0  # the end of the master's start-up log: a node takes its epoch only once it holds that much
 
 
 def _uint(value: Any, bits: int) -> bool:
@@ -216,7 +217,10 @@ def parse_replicate(body: bytes) -> ReplicateRequest:
         raise bad("invalid_prev", '"prev" must be [seq, hash] of the entry before the batch')
     if not isinstance(prev, list) or len(prev) != 2 or not _uint(prev[0], 62) or parse_hash(prev[1]) is None:
         raise bad("invalid_prev", '"prev" must be [seq, hash] of the entry before the batch')
-    return ReplicateRequest(log_id, entries, (prev[0], parse_hash(prev[1])))  # type: ignore[arg-type]
+    base = data.get("base", 0)
+    if not _uint(base, 62):
+        raise bad("invalid_base", '"base" must be the non-negative end of the master\'s start-up log')
+    return ReplicateRequest(log_id, entries, (prev[0], parse_hash(prev[1])), base)  # type: ignore[arg-type]
 
 
 EPOCH_HEADER = "Replog-Epoch"

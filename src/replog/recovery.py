@@ -37,10 +37,10 @@ def counts_itself(had_log: bool, saved: int, reported: Iterable[int], *, blank: 
     locked by this process) and no node has heard of an epoch newer than the one saved there: an
     older copy of the data dir, or a lost one, must not outvote a secondary that holds more.
 
-    blank: every node that answered has no history at all (no log, no promise, no log epoch): a new
-    cluster, whose master has no log to have lost. Its vote counts then, so that a new cluster takes
-    writes with a secondary still down. (The window: a master that lost its memory, restarted while
-    the only secondaries that answer have lost theirs too, or never heard of it.)"""
+    blank: the operator started a brand-new cluster (--new-cluster) and every node that answered has
+    no history at all (no log, no promise, no log epoch). Its vote counts then, so that a new cluster
+    takes writes with a secondary still down. (The flag's window: a master that lost its memory,
+    restarted with it while the only secondaries that answer have lost theirs too, or never heard of it.)"""
     return (had_log and saved >= max(reported, default=0)) or (blank and not had_log)
 
 
@@ -55,12 +55,14 @@ def choose_donor(own: Position, answers: Iterable[Position]) -> Position:
     """The most up-to-date log among the master's own and the promising nodes'; the master's own on a tie.
 
     A master holding entries trusts only nodes of its own log (others are diverged and never merged);
-    a master with an empty log takes the log of the most up-to-date node, whatever its identity.
+    a master with an empty log takes the log of the most up-to-date node, whatever its identity, even
+    one that holds no entry yet: its identity (and log epoch) is the cluster's, and a new one would
+    make every later write look foreign to a master that comes back on its old data dir.
     """
     best = own
     for a in answers:
-        if a.log_id is None or a.seq <= 0:
-            continue
+        if a.log_id is None:
+            continue  # a node with no log at all has nothing to give, not even an identity
         if own.seq > 0 and a.log_id != own.log_id:
             continue
         if a.rank > best.rank:

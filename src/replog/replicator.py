@@ -142,11 +142,13 @@ class Replicator:
             await self._abandon()
 
     def _collect(self) -> float | None:
-        """Take the answers that arrived, oldest first. None to go on; else abandon what is in
+        """Take the answers that arrived, in the order sent. None to go on; else abandon what is in
         flight and wait that long (0: resend at once)."""
         p = self.progress
-        while self._inflight and self._inflight[0].done():
-            task = self._inflight.pop(0)
+        # Every answer that arrived, in the order sent; one still out ahead of it does not hold it back
+        # (else asyncio.wait() would return at once, round after round, until the head answered).
+        for task in [t for t in self._inflight if t.done()]:
+            self._inflight.remove(task)
             if task.cancelled():
                 # Kicked by the heartbeat loop: the secondary is back or restarted.
                 p.rewind()

@@ -178,17 +178,21 @@ class Secondary:
                 await self.commit.wait_durable(self.commit.submit(released.first, records))
             except DiskWriteFailed as exc:
                 raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
-        await self._take_log_epoch(fence, req.prev, req.entries)  # type: ignore[arg-type]
+        await self._take_log_epoch(fence, req.prev, req.entries, req.base)  # type: ignore[arg-type]
         if self.config.fail_rate > 0 and self._rng.random() < self.config.fail_rate:
             raise errors.InjectedFailure("stored, then failed on purpose (--fail-rate)", **self.status())
         return self.status(at=max((seq for seq, *_ in req.entries), default=prev_seq))
 
-    async def _take_log_epoch(self, fence: Fence, prev: tuple[int, bytes], entries: list[Any]) -> None:
-        """Take the master's epoch as our log epoch once our whole durable log is a prefix of its log:
-        the chain value at our last seq equals the one this request carries for that seq."""
+    async def _take_log_epoch(self, fence: Fence, prev: tuple[int, bytes], entries: list[Any], base: int = 0) -> None:
+        """Take the master's epoch as our log epoch once our whole durable log is a prefix of its log
+        (the chain value at our last seq equals the one this request carries for that seq) and holds at
+        least the master's start-up log (base): a position (e, seq) then promises every entry that was
+        committed before epoch e, so the most up-to-date position is a safe donor for a later master."""
         if self.log_epoch == fence.epoch or fence.epoch != self.promised or fence.master != self.promised_to:
             return
         end = self.durable
+        if end < base:
+            return
         theirs = {seq: h for seq, _, _, _, h in entries}
         theirs[prev[0]] = prev[1]
         if theirs.get(end) != self.log.hash(end) and not (end == 0 and prev == (0, GENESIS)):

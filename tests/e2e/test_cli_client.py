@@ -82,7 +82,7 @@ def test_post_dash_appends_each_line_of_stdin_in_order(cluster):
 
 
 def test_a_post_waiting_on_a_terminal_shows_what_it_waits_for(cluster):
-    c = cluster(2, skip=(1,))  # s2 down: a w=3 write waits for it
+    c = cluster(2, skip=(1,), master_args=["--new-cluster"])  # s2 down: a w=3 write waits for it
     s2 = c.secondaries[1]
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(

@@ -44,7 +44,9 @@ def test_write_concern_and_eventual_consistency(cluster):
 
 
 def test_rejoin_of_a_secondary_started_late(cluster, pool):
-    c = cluster(2, skip={1})  # S2's port is reserved, its process not started
+    # S2's port is reserved, its process not started; a new in-memory master takes writes without S2
+    # only when told that this is a brand-new cluster.
+    c = cluster(2, skip={1}, master_args=["--new-cluster"])
     s1, s2 = c.secondaries
     assert not s2.running
 

@@ -266,7 +266,8 @@ async def make_cluster(aiohttp_server, session) -> MakeCluster:
                 await start(node)
             nodes.append(node)
         master_kw.setdefault("heartbeat_interval", 0.05)
-        config = MasterConfig(secondaries=tuple(n.url for n in nodes), **master_kw)
+        # A brand-new cluster each time: its master may take writes with secondaries still down.
+        config = MasterConfig(secondaries=tuple(n.url for n in nodes), **{"new_cluster": True, **master_kw})
         cluster = Cluster(await serve_master(config), config, nodes, start, serve_master)
         if wait:
             await cluster.wait_status("ok")

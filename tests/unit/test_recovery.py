@@ -124,10 +124,12 @@ def node(name: str, log_id: str | None, log_epoch: int, seq: int) -> Position:
         (own("L", 2, 10), [node("s1", "M", 5, 100)], None),
         (own("L", 2, 10), [node("s1", "M", 5, 100), node("s2", "L", 2, 11)], "s2"),
         (own("L", 0, 1), [node("s1", "M", 1, 2)], None),
-        # nodes without a log, or with an empty one, have nothing to give
-        (own("L", 2, 10), [node("s1", None, 9, 0), node("s2", "L", 9, 0)], None),
+        # nodes without a log have nothing to give; a node at a newer log epoch holds its master's whole
+        # start-up log, even an empty one (what we hold past it was never committed), and its identity
+        (own("L", 2, 10), [node("s1", None, 9, 0), node("s2", "L", 9, 0)], "s2"),
         (own(None, 0, 0), [node("s1", None, 0, 0)], None),
-        (own("L", 0, 0), [node("s1", "L", 4, 0)], None),
+        (own("L", 0, 0), [node("s1", "L", 4, 0)], "s1"),
+        (own(None, 0, 0), [node("s1", "L", 1, 0)], "s1"),
         # an empty master takes any log: the most up-to-date one, whatever its identity
         (own(None, 0, 0), [node("s1", "M", 1, 5)], "s1"),
         (own("L", 0, 0), [node("s1", "M", 1, 5)], "s1"),
@@ -166,7 +168,7 @@ def test_choose_donor_takes_the_highest_rank_among_eligible_logs(mine, answers):
     if mine.log_id is None:
         mine = Position(None, None, mine.log_epoch, 0)  # no log, no entries
     chosen = choose_donor(mine, answers)
-    eligible = [a for a in answers if a.log_id is not None and a.seq > 0 and (mine.seq == 0 or a.log_id == mine.log_id)]
+    eligible = [a for a in answers if a.log_id is not None and (mine.seq == 0 or a.log_id == mine.log_id)]
     assert chosen is mine or chosen in eligible
     assert all(chosen.rank >= a.rank for a in eligible)
     assert chosen.rank >= mine.rank
