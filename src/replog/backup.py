@@ -36,6 +36,7 @@ import aiohttp
 from replog import jsoncodec
 from replog.http import LOG_PAGE_MAX
 from replog.log import BATCH, BATCH_MORE, GENESIS, HASH_SIZE, chain
+from replog.protocol import parse_hash
 from replog.storage import CorruptLogError, DataDirLocked, DiskLog, Meta, Record
 
 FORMAT = 1  # the value of "replog_export" in a header
@@ -196,23 +197,13 @@ class Header:
     line: int
 
 
-def _hash(value: Any) -> bytes | None:
-    if not isinstance(value, str) or len(value) != 2 * HASH_SIZE:
-        return None
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if len(raw) == HASH_SIZE else None
-
-
 def _parse_header(obj: dict[str, Any], line: int) -> Header:
     if obj.get("replog_export") != FORMAT:
         raise BackupError(
             f"line {line}: a header of export format {obj.get('replog_export')!r}; this replog reads {FORMAT}"
         )
     log_id, since, last = obj.get("log"), obj.get("since"), obj.get("last_seq")
-    prev, last_hash = _hash(obj.get("prev")), _hash(obj.get("hash"))
+    prev, last_hash = parse_hash(obj.get("prev")), parse_hash(obj.get("hash"))
     if not isinstance(log_id, str) or not log_id:
         raise BackupError(f"line {line}: the header names no log id")
     if type(since) is not int or type(last) is not int or not 0 <= since <= last or prev is None or last_hash is None:
@@ -300,7 +291,7 @@ class _Importer:
                 h = chain(h, id_, text, flags)
             except UnicodeEncodeError:
                 raise _refuse(number, f"the entry at seq {seq} is not valid Unicode") from None
-            if h != _hash(given):
+            if h != parse_hash(given):
                 raise _refuse(number, f"the hash chain breaks at seq {seq}: the file is corrupt or was altered")
             if seq <= self.end:
                 if h != self.hash_at(seq):
