@@ -505,10 +505,7 @@ class Master:
             # The client went away (cancellation) or timed out: leave no waiter behind.
             if waiter is not None:
                 self.commitment.cancel(waiter)
-        # Met means w nodes held it when the waiter fired; a secondary seen restarting since must not
-        # make the answer claim fewer acks than the w it was given.
-        acks = self.commitment.acks(seq)
-        return (max(acks, w) if met else acks), met
+        return self.commitment.acks(seq), met
 
     def _describe(self, req: WriteRequest, first: int, last: int, acks: int) -> dict[str, Any]:
         if req.batch:
