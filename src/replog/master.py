@@ -99,6 +99,9 @@ class Master:
         self.recovering = True
         self.deposed = False
         self.failed: str | None = None  # a task of this master died: it says so and takes no writes
+        # Under automatic failover: whether this node's lease deadline is still ahead (checked before every
+        # answer that takes or acknowledges a write); None with static roles.
+        self.lease_valid: Callable[[], bool] | None = None
         self.disk_failed: str | None = None
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self._history = False  # a node answered with a log: this is no new cluster
@@ -149,10 +152,13 @@ class Master:
 
     # -- election and start-up recovery ----------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, epoch: int | None = None) -> None:
         """Before taking writes: win an epoch from a majority, then take the most up-to-date log.
 
         Rounds repeat (one per heartbeat interval) until a round succeeds; see SPEC "Epochs and fencing".
+        epoch: the epoch given from outside (under automatic failover, the create-revision of this node's
+        leader key). It is proposed as it is, never raised: once any node (or our own saved state) has
+        seen it or a newer one, this master is deposed and recover() raises NotMaster.
         """
         proposal, seen = 0, 0
         while True:
@@ -163,7 +169,13 @@ class Master:
                 positions = await self._positions()
                 seen = max([seen, *(e for r in positions.values() for e in self._epochs(r, proposal))])
                 self._history = self._history or any(r.log is not None or r.seq > 0 for r in positions.values())
-                proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                if epoch is not None:
+                    if max(seen, self._saved_epoch, self._saved_promise) >= epoch:
+                        self.depose(seen)
+                        raise errors.NotMaster("a newer master exists than this node's leader key", master=None)
+                    proposal = epoch
+                else:
+                    proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
                 self.fence = Fence(proposal, self.id)
                 if await self._round(proposal, seen):
                     return
@@ -361,10 +373,17 @@ class Master:
 
     def _on_stale(self, epoch: int) -> None:
         """A node promised a newer epoch: another master exists. Stop at once (SPEC "Deposition")."""
-        if self.deposed or self.recovering:
+        if self.recovering:
+            return
+        self.depose(epoch)
+
+    def depose(self, newer: int = 0) -> None:
+        """Stop taking writes at once and answer every waiting write not_master (a newer epoch was seen, or,
+        under automatic failover, the lease or the leader key is lost). Idempotent."""
+        if self.deposed:
             return
         self.deposed = True
-        self.logger.error("deposed", epoch=self.epoch, newer=epoch)
+        self.logger.error("deposed", epoch=self.epoch, newer=newer)
         self._fail_waiters(
             errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None)
         )
@@ -407,6 +426,8 @@ class Master:
             raise errors.Failed(f"the master stopped taking writes: {self.failed}")
         if self.deposed:
             raise errors.NotMaster("this master was deposed by a newer one", master=None)
+        if self.lease_valid is not None and not self.lease_valid():
+            raise errors.NotMaster("this master's lease deadline has passed", master=None)
         if self.recovering:
             # Read-only like any loss of quorum: no majority has promised yet (or it is copying from one).
             raise errors.NoQuorum(
