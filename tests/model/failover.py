@@ -274,6 +274,19 @@ class FNode:
         self.deferral = Deferral(TTL, 1.0)
         self.had_history = False  # this process holds every entry and promise it ever took (not restarted empty)
         self.masters: list[Master] = []  # every Master this place ran, oldest first
+        self.past: list[tuple[Log, int, int]] = []  # what each killed process held: log, durable seq, log epoch
+
+    def held(self) -> tuple[Log, int, int] | None:
+        """This process's log, how far it holds it, and its log epoch (a recovering master claims none)."""
+        if not self.alive:
+            return None
+        if self.master is not None:
+            m = self.master
+            return (m.log, m.log.last_seq, m.epoch) if not m.recovering else None
+        if self.secondary is not None:
+            s = self.secondary
+            return s.log, s.durable, s.log_epoch
+        return None
 
     # -- processes ----------------------------------------------------------------
 
@@ -292,6 +305,9 @@ class FNode:
         self.own(self._loop(), "loop")
 
     def kill(self) -> None:
+        held = self.held()
+        if held is not None:
+            self.past.append(held)  # frozen: what acks this process gave may still be counted
         self.alive = False
         for t in self.tasks:
             t.cancel()
