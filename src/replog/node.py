@@ -108,6 +108,9 @@ class Node:
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
         self._campaign_after = 0.0  # boottime() before which this node does not campaign (after a refusal)
+        # A node without a data dir forgot every promise it made: it serves no master before it has read
+        # the leader key and taken its create-revision as its promise (SPEC "What this promises").
+        self.fenced = config.data_dir is not None
 
     # -- what handlers see ---------------------------------------------------------
 
@@ -236,7 +239,8 @@ class Node:
                 **self.config.master_kw,
             )
             master = Master(config, [], opened)
-            master.lease_valid = lambda: self.deadline.valid(boottime())
+            lease = self.coordinator.lease  # the lease our key lives on: a later one keeps no key of ours
+            master.lease_valid = lambda: self.deadline.valid(boottime()) and self.coordinator.lease == lease  # type: ignore[union-attr]
             master.on_deposed = self._step_down_soon
             if opened.disk is not None:
                 master.attach_disk(
@@ -290,6 +294,9 @@ class Node:
                 self._own(_supervise(replicator), f"replicator {member.url}")
 
     def _step_down_soon(self, reason: str) -> None:
+        """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
+        if self.master is not None:
+            self.master.depose(reason)
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
 
@@ -422,6 +429,13 @@ class Node:
             return
         leader = await coordinator.leader()
         self.leader = leader
+        if not self.fenced and self.secondary is not None:
+            if leader is not None and leader.epoch - 1 > self.secondary.promised:
+                # Promised "just below" the current epoch, to nobody: every older master is refused, the
+                # current one (no epoch lies between two revisions) gets our promise when it asks.
+                self.secondary.promised, self.secondary.promised_to = leader.epoch - 1, None
+                self.logger.info("promise_from_leader_key", epoch=leader.epoch)
+            self.fenced = True
         master = self.master
         if master is not None:
             if leader is None or leader.epoch != self.epoch:
@@ -527,6 +541,8 @@ def _secondary_for(node: Node, fence: Fence | None) -> Secondary:
         )
     if node.secondary is None:
         raise errors.Switching("this node is changing roles; retry in a moment")
+    if not node.fenced and fence is not None:
+        raise errors.Switching("this node has not read the leader key yet; retry in a moment")
     return node.secondary
 
 
