@@ -128,9 +128,10 @@ class Node:
         return current
 
     def master_url(self) -> str | None:
-        """The master's URL as etcd says (None: none now, or it is this node but not taking writes)."""
+        """The master's URL as etcd says, for a not_master answer (None: none now, or the key is this
+        node's own, which is answering not_master because it is not -- or no longer -- taking writes)."""
         leader = self.leader
-        if leader is None or (leader.name == self.config.name and self.master is None):
+        if leader is None or leader.name == self.config.name:
             return None
         return leader.url
 
@@ -300,8 +301,8 @@ class Node:
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
 
-    async def _step_down(self, reason: str) -> None:
-        """Stop being the master (if we are) and rejoin as a secondary of whoever wins next."""
+    async def _step_down(self, reason: str, *, rejoin: bool = True) -> None:
+        """Stop being the master (if we are) and rejoin as a secondary of whoever wins next (rejoin)."""
         async with self._switch:
             master = self.master
             if master is None:
@@ -313,6 +314,8 @@ class Node:
             master.close()
             await self._cancel_role_tasks(master.commit)
             await self._resign(epoch)
+            if not rejoin:
+                return
             if self.config.data_dir is not None:
                 self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
             else:
@@ -362,7 +365,7 @@ class Node:
 
     async def _shutdown(self) -> None:
         if self.master is not None:
-            await self._step_down("shutdown")
+            await self._step_down("shutdown", rejoin=False)
         if self.coordinator is not None and self.coordinator.lease is not None:
             try:
                 await asyncio.wait_for(self.coordinator.revoke(), 1.0)
