@@ -300,6 +300,12 @@ class Node:
             self.master.depose(reason)
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
+            self._stepping_down.add_done_callback(self._step_down_done)
+
+    def _step_down_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Its log could not be reopened (a disk error): it serves nothing, and says why.
+            self.logger.critical("step_down_failed", error=repr(task.exception()))
 
     async def _step_down(self, reason: str, *, rejoin: bool = True) -> None:
         """Stop being the master (if we are) and rejoin as a secondary of whoever wins next (rejoin)."""
@@ -313,17 +319,19 @@ class Node:
             master.tail.close()
             master.close()
             await self._cancel_role_tasks(master.commit)
-            await self._resign(epoch)
-            if not rejoin:
-                return
-            if self.config.data_dir is not None:
-                self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
-            else:
-                meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
-                opened = Opened(master.log, meta, None, True)
-                self.secondary = Secondary(self.secondary_config, opened=opened)
-            self._start_secondary_commit()
-            self.logger.warning("rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq)
+            if rejoin:
+                if self.config.data_dir is not None:
+                    self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
+                else:
+                    meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
+                    opened = Opened(master.log, meta, None, True)
+                    self.secondary = Secondary(self.secondary_config, opened=opened)
+                self._start_secondary_commit()
+                self.logger.warning(
+                    "rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq
+                )
+        # Outside the switch: with etcd unreachable this waits for its timeouts, and the node serves meanwhile.
+        await self._resign(epoch)
 
     async def _resign(self, epoch: int) -> None:
         if self.coordinator is None or epoch == 0:
@@ -360,6 +368,7 @@ class Node:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(), name="lease")
                 tg.create_task(self._election_loop(), name="election")
+                tg.create_task(self._deadline_loop(), name="deadline")
         finally:
             await self._shutdown()
 
@@ -423,9 +432,19 @@ class Node:
                 self.logger.debug("etcd_unavailable", error=str(exc))
             except (TransportError, OSError) as exc:
                 self.logger.warning("election_tick_failed", error=str(exc))
-            # A master checks its own deadline whether or not etcd answered: that is the point of it.
-            if self.master is not None and not self.deadline.valid(boottime()):
-                self._step_down_soon("lease_deadline_passed")
+
+    async def _deadline_loop(self) -> None:
+        """A master steps down at its own lease deadline, whether or not etcd answers: that is the point
+        of it. (Every write answer checks the deadline too; this also fails the writes still waiting.)"""
+        while True:
+            delay = self.config.poll
+            if self.master is not None and not self.master.deposed:
+                remaining = self.deadline.remaining(boottime())
+                if remaining <= 0:
+                    self._step_down_soon("lease_deadline_passed")
+                else:
+                    delay = min(delay, remaining + 0.001)
+            await asyncio.sleep(delay)
 
     async def _tick(self, coordinator: Coordinator, ticks: int) -> None:
         if coordinator.lease is None:
