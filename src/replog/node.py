@@ -108,9 +108,10 @@ class Node:
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
         self._campaign_after = 0.0  # boottime() before which this node does not campaign (after a refusal)
-        # A node without a data dir forgot every promise it made: it serves no master before it has read
-        # the leader key and taken its create-revision as its promise (SPEC "What this promises").
-        self.fenced = config.data_dir is not None
+        # A node without a data dir (or with an empty or lost one) remembers no promise: it serves no master
+        # before it has read the leader key and taken its create-revision as its promise (SPEC "What this
+        # promises"), so that a master older than the current one cannot count it.
+        self.fenced = self.secondary is not None and self.secondary.promised > 0
 
     # -- what handlers see ---------------------------------------------------------
 
