@@ -9,11 +9,9 @@ or secondary, on one event loop with virtual time (cluster.VirtualClock), throug
   builds a Master over its own log, recovers with the key's create-revision as its epoch
   (Master.recover(epoch=...)), checks its lease deadline before every answer (Master.lease_valid), steps
   down at its deadline or when the key is gone, and rejoins as a Secondary over the same log.
-- The rollback of a contradicting tail on a secondary (SPEC "Contradicting tails", under failover) is the
-  model's own rule here, in FCluster.roll_back: the real Secondary refuses such a tail (static roles).
-  It removes only what lies past the last seq that agrees with the sender's log as it was when it sent
-  the request (what a bisection on chain values would find), on a request whose epoch equals the node's
-  promise and exceeds its log epoch, from a master that had finished recovery.
+- A contradicting tail on a secondary (SPEC "Contradicting tails", under failover) is rolled back by the
+  real code: the master's replicator sees the node diverge, Master._repair bisects for the last agreeing
+  seq and asks Secondary.roll_back for the cut (MasterConfig.roll_back_diverged).
 
 Faults: a node killed (its tasks stop, it answers nothing) and restarted empty (in memory, it forgot its
 log and promises); a node paused (SIGSTOP: its tasks freeze at their next await, requests to it fail or
@@ -38,14 +36,12 @@ from replog.config import MasterConfig, SecondaryConfig
 from replog.datadir import Opened
 from replog.lease import Deferral, LeaseDeadline, epoch_of, should_defer
 from replog.log import HashedItem, Log
-from replog.master import Master
+from replog.master import EpochStale, Master
 from replog.protocol import ApiError, Fence, parse_wire_entry
 from replog.recovery import Position
-from replog.reorder import ReorderBuffer
 from replog.secondary import Secondary
 from replog.storage import Meta
 from replog.transport import Refused, Reply, Stale, TransportError, Unavailable, parse_reply
-from replog.views import MessagesView
 
 try:
     from tests.model.cluster import Cluster, InlineExecutor, VirtualClock
@@ -63,8 +59,9 @@ LEADER = "/replog/model/leader"
 #   ignore_deadline   a master never checks its lease deadline (nor steps down at it)
 #   deadline_from_answer  the deadline counts from the keep-alive's answer, not from its send time
 #   skip_recovery     a new master takes writes at once, without promises nor recovery
-#   no_rollback       a secondary never rolls a contradicting tail back
-BROKEN_RULES = ("ignore_deadline", "deadline_from_answer", "skip_recovery", "no_rollback")
+#   no_rollback       a master never has a diverged secondary roll its tail back
+#   claim_epoch       a master that steps down during its recovery claims its epoch as its log epoch
+BROKEN_RULES = ("ignore_deadline", "deadline_from_answer", "skip_recovery", "no_rollback", "claim_epoch")
 
 
 @dataclass
@@ -158,14 +155,12 @@ class RollbackRecord:
 
 @dataclass(eq=False)
 class FRequest:
-    """A replication request as it left a master, with the sender's log (chain values) at that moment."""
+    """A replication request as it left a master."""
 
     body: bytes
     fence: Fence | None
     src: int
     dst: int
-    hashes: tuple[bytes, ...]
-    recovered: bool
     future: asyncio.Future[Reply] | None = None
 
 
@@ -177,11 +172,9 @@ def secondary_over(
     log: Log, *, adopted: bool, promised: int, promised_to: str | None, log_epoch: int, seed: int
 ) -> Secondary:
     """A Secondary holding log (the node's own, kept across a role change), its promise and log epoch."""
-    s = Secondary(SecondaryConfig(data_dir=None, seed=seed))
-    s.log, s.adopted = log, adopted
-    s.promised, s.promised_to, s.log_epoch = promised, promised_to, log_epoch
-    s.buffer = ReorderBuffer(log)
-    s.view = MessagesView(log)
+    meta = Meta(log.log_id if adopted else None, promised, promised_to, log_epoch)
+    s = Secondary(SecondaryConfig(data_dir=None, seed=seed), opened=Opened(log, meta, None, adopted))
+    s.logger = RecordingLogger(s.logger)
     return s
 
 
@@ -226,10 +219,17 @@ class FLink:
         )
         return reply, [parse_wire_entry(item) for item in got[0]]
 
+    async def roll_back(self, keep: int, keep_hash: bytes) -> Reply:
+        fence = self.master.fence
+        assert fence is not None, "a rollback request without a fence"
+        return await self._call(
+            lambda: self.cluster.call(self.dst, fence, self.master, "rollback", keep=keep, keep_hash=keep_hash)
+        )
+
     async def replicate(self, body: bytes) -> Reply:
         await self._gate()
         m = self.master
-        req = FRequest(body, m.fence, self.src, self.dst, hashes_of(m.log), not m.recovering)
+        req = FRequest(body, m.fence, self.src, self.dst)
         c = self.cluster
         if not c.reachable(self.src, self.dst):
             c.keep_late(req)
@@ -313,7 +313,8 @@ class FNode:
             t.cancel()
         self.tasks = []
         if self.master is not None:
-            self.master.depose()  # its waiting writes die with it (the client sees the connection drop)
+            self.master.depose("killed")  # its waiting writes die with it (the client sees the connection drop)
+            self.master.close()
         self.cluster.drop_queues(self.slot)
 
     def own(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -425,8 +426,10 @@ class FNode:
         s = secondary_over(
             Log(uuid.uuid4().hex), adopted=False, promised=0, promised_to=None, log_epoch=0, seed=self.slot
         )
-        if kv is not None:
-            await s.fence(Fence(kv.create_revision, kv.value.split()[1]), promise=True)
+        if kv is not None and kv.create_revision - 1 > s.promised:
+            # As replog.node does: promised "just below" the current epoch, to nobody: every older master
+            # is refused, the current one gets the promise when it asks.
+            s.promised, s.promised_to = kv.create_revision - 1, None
         self.secondary = s
 
     def position(self) -> Position | None:
@@ -474,6 +477,7 @@ class FNode:
             heartbeat_interval=1.0,
             batch_max_count=c.batch_max_count,
             replication_window=c.window,
+            roll_back_diverged="no_rollback" not in self.broken,
         )
         meta = Meta(s.log.log_id if s.adopted else None, s.promised, s.promised_to, s.log_epoch)
         # A process that was never restarted empty holds every entry and promise it took: its own vote
@@ -510,7 +514,7 @@ class FNode:
         else:
             try:
                 await master.recover(epoch)
-            except errors.NotMaster:
+            except EpochStale:
                 if self.master is master:
                     self.step_down("outdated_epoch")
                 return
@@ -524,7 +528,8 @@ class FNode:
         m = self.master
         if m is None:
             return
-        m.depose()
+        m.depose(reason)
+        m.close()
         me = asyncio.current_task()
         for t in [
             t for t in self.tasks if t.get_name().startswith(f"{self.name} master") or " replicator " in t.get_name()
@@ -534,12 +539,12 @@ class FNode:
         self.tasks = [t for t in self.tasks if not t.done() and not t.cancelled()]
         self.cluster.drop_queues(self.slot, sender_only=True)
         promised = max(m.fence.epoch if m.fence else 0, m._saved_promise)
+        # A master deposed before its recovery finished never took its epoch as its log epoch: it keeps the
+        # one its log had (what a data dir's meta says then, even if recovery already cut or copied part of
+        # the log).
         log_epoch = m.epoch if not m.recovering else m._saved_epoch
-        if m.recovering and (m.log.last_seq, m.log.hash(m.log.last_seq)) != m._start:  # type: ignore[attr-defined]
-            # Recovery changed the log (rolled back, copied part of a donor's) without finishing: the log is
-            # no longer known to be a prefix of any one master's, so claim no log epoch (ranking it lower
-            # than it may be is safe; higher is not).
-            log_epoch = 0
+        if "claim_epoch" in self.broken:
+            log_epoch = promised = self.epoch  # as replog.node does in memory
         self.secondary = secondary_over(
             m.log,
             adopted=m.log.last_seq > 0 or m._saved_epoch > 0 or not m.recovering,
@@ -563,7 +568,6 @@ class FMaster(Master):
         self._cluster = cluster
         self._node = node
         self._saved_promise_to = opened.meta.promised_to
-        self._start = (self.log.last_seq, self.log.hash(self.log.last_seq))  # the log as recovery found it
         self.logger = RecordingLogger(self.logger)
 
     async def _roll_back(self, keep: int, epoch: int) -> None:
@@ -571,14 +575,7 @@ class FMaster(Master):
         before, items = hashes_of(log), tuple(log.hashed(1, log.last_seq))
         mark = len(self.logger.events)
         await super()._roll_back(keep, epoch)
-        removed = tuple(
-            (kw["id"], kw["text"], kw["flags"], bytes.fromhex(kw["hash"]))
-            for name, kw in self.logger.events[mark:]
-            if name == "rolled_back_entry"
-        )
-        self._cluster.rollbacks.append(
-            RollbackRecord(self._node.name, epoch, keep, removed, before, hashes_of(log), items)
-        )
+        self._cluster.record_rollback(self._node.name, epoch, keep, self.logger, mark, before, items, log)
 
 
 class RecordingLogger:
@@ -717,20 +714,20 @@ class FCluster:
                 data = s.status()
             elif kind == "health":
                 if fence is not None:
-                    # Under failover a newer master's heartbeat is also a promise request: a node it missed
-                    # in its promise round takes its epoch, and can then roll a contradicting tail back.
-                    await s.fence(fence, promise=True)
-                    self.roll_back(node, s, fence, hashes_of(sender.log), not sender.recovering)
+                    await s.fence(fence, promise=False)
                 data = {**s.status(kw["at"]), "status": "ok"}
             elif kind == "entries":
                 await s.fence(fence, promise=False)  # type: ignore[arg-type]
                 kw["got"].append(jsoncodec.loads(jsoncodec.dumps(s.entries(kw["since"], kw["limit"]))))
                 data = s.status()
+            elif kind == "rollback":
+                log = s.log
+                before, items = hashes_of(log), tuple(log.hashed(1, log.last_seq))
+                mark = len(s.logger.events)
+                data = await s.roll_back(fence, kw["keep"], kw["keep_hash"])  # type: ignore[arg-type]
+                self.record_rollback(node.name, fence.epoch, kw["keep"], s.logger, mark, before, items, log)  # type: ignore[union-attr]
             else:
-                req: FRequest = kw["req"]
-                await s.fence(fence, promise=True)  # type: ignore[arg-type]
-                self.roll_back(node, s, fence, req.hashes, req.recovered)  # type: ignore[arg-type]
-                data = await s.replicate(req.body, fence)  # type: ignore[arg-type]
+                data = await s.replicate(kw["req"].body, fence)  # type: ignore[arg-type]
         except errors.StaleEpoch as exc:
             raise Stale(exc.extra["epoch"], exc.extra.get("log"), exc.extra.get("seq", 0)) from None
         except (errors.EntryConflict, errors.LogMismatch) as exc:
@@ -747,27 +744,26 @@ class FCluster:
             raise TransportError("HTTP 500") from None
         return parse_reply(jsoncodec.loads(jsoncodec.dumps(data)))
 
-    def roll_back(self, node: FNode, s: Secondary, fence: Fence, hashes: tuple[bytes, ...], recovered: bool) -> None:
-        """The model's rollback of a contradicting tail on a secondary (see the module docstring)."""
-        if "no_rollback" in self.broken or not recovered:
-            return
-        if fence.epoch != s.promised or fence.master != s.promised_to or fence.epoch <= s.log_epoch:
-            return
-        log = s.log
-        if not s.adopted or log.last_seq == 0:
-            return
-        keep = min(log.last_seq, len(hashes) - 1)
-        while keep > 0 and log.hash(keep) != hashes[keep]:
-            keep -= 1
-        if keep == log.last_seq:
-            return
-        before, items = hashes_of(log), tuple(log.hashed(1, log.last_seq))
-        removed = tuple(log.hashed(keep + 1, log.last_seq))
-        log.truncate(keep)
-        s.buffer.reset()
-        s.view = MessagesView(log)
-        s.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=fence.epoch)
-        self.rollbacks.append(RollbackRecord(node.name, fence.epoch, keep, removed, before, hashes_of(log), items))
+    def record_rollback(
+        self,
+        node: str,
+        epoch: int,
+        keep: int,
+        logger: RecordingLogger,
+        mark: int,
+        before: tuple[bytes, ...],
+        items: tuple[HashedItem, ...],
+        log: Log,
+    ) -> None:
+        """Keep what a rollback logged as removed (rolled_back_entry, without a data dir), with the log before
+        and after it, for the rollback-record invariant."""
+        removed = tuple(
+            (kw["id"], kw["text"], kw["flags"], bytes.fromhex(kw["hash"]))
+            for name, kw in logger.events[mark:]
+            if name == "rolled_back_entry"
+        )
+        if removed or len(before) != log.last_seq + 1:
+            self.rollbacks.append(RollbackRecord(node, epoch, keep, removed, before, hashes_of(log), items))
 
     async def deliver_request(self, req: FRequest) -> Reply:
         src = self.nodes[req.src]

@@ -565,3 +565,30 @@ def test_a_master_behind_a_slow_lease_link_stops_before_its_key_expires(quiet_lo
         assert state.outcomes["created"] >= 3  # it did answer writes until its deadline
     finally:
         state.teardown()
+
+
+def test_a_master_deposed_during_its_recovery_keeps_its_old_log_epoch(quiet_logs: Any) -> None:
+    """n3 misses a w=2 write of n1's; n1 and n2 lose the lease service, so n3 wins the leader key, but it
+    reaches no other node and steps down before its recovery finishes, again and again. Its log never
+    became its epoch's: rejoining, it must keep its old log epoch. Claiming its own epoch instead
+    (REPLOG_FAILOVER_BROKEN=claim_epoch, what replog.node's in-memory step-down did) makes its empty log
+    the most up to date: once everything heals it wins, recovers from itself, and the acknowledged write
+    is lost (this test then fails)."""
+    state = FailoverModel()
+    try:
+        state.boot(nodes=3, batch_max_count=1, window=1, seed=0)
+        c = state.c
+        assert [n.name for n in state._masters()] == ["n1"]
+        c.links[frozenset((0, 2))] = c.links[frozenset((1, 2))] = "cut"
+        state.write(pick=0, w=2, key=None, count=1)
+        state.wait(seconds=1.0)
+        assert [(a.w, a.acks) for a in state.acks] == [(2, 2)]
+        c.lease_links[0] = c.lease_links[1] = "cut"
+        for _ in range(8):
+            state.wait(seconds=TTL)
+            check(state)
+        assert ("n3", "no_quorum") in c.stepped_down
+        state.heal_and_converge()
+        check(state)
+    finally:
+        state.teardown()
