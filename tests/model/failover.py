@@ -5,7 +5,7 @@ or secondary, on one event loop with virtual time (cluster.VirtualClock), throug
   moves on; leases with a TTL on the virtual clock, whose keys vanish when they expire; a create-if-absent
   transaction that answers the key's create_revision; keep-alive; a compare-and-delete (resign).
 - FNode is one node: the node runtime's election rules (SPEC "Automatic failover (etcd)", replog.lease) in
-  a loop like Patroni's, around the real Master and Secondary domain code. A node that wins the leader key
+  a loop like Patroni's (re-stating replog.node's rules), around the real Master and Secondary domain code. A node that wins the leader key
   builds a Master over its own log, recovers with the key's create-revision as its epoch
   (Master.recover(epoch=...)), checks its lease deadline before every answer (Master.lease_valid), steps
   down at its deadline or when the key is gone, and rejoins as a Secondary over the same log.
@@ -421,8 +421,8 @@ class FNode:
         await self._campaign()
 
     async def _boot(self, kv: KV | None) -> None:
-        """A process restarted empty takes the leader key's create-revision as its promise before it serves
-        (SPEC "What this promises"): a master it had promised before the restart cannot win it back."""
+        """A process restarted empty promises from the leader key before it serves (SPEC "What this
+        promises"): a master it had promised before the restart cannot win it back."""
         s = secondary_over(
             Log(uuid.uuid4().hex), adopted=False, promised=0, promised_to=None, log_epoch=0, seed=self.slot
         )
