@@ -592,3 +592,36 @@ def test_a_master_deposed_during_its_recovery_keeps_its_old_log_epoch(quiet_logs
         check(state)
     finally:
         state.teardown()
+
+
+def test_a_master_elected_without_the_last_majority_write_recovers_it_first(quiet_logs: Any) -> None:
+    """n3 misses a w=2 write (n1 and n2 hold it); n1 dies and n2 is paused when the key expires, so n3,
+    which reaches no one, wins it. It must not take writes before a majority has promised and it has
+    recovered from the best of them: once n2 is back, n3 copies the write from it. Taking writes at once
+    (REPLOG_FAILOVER_BROKEN=skip_recovery) loses the write (this test then fails)."""
+    state = FailoverModel()
+    try:
+        state.boot(nodes=3, batch_max_count=1, window=1, seed=0)
+        c = state.c
+        c.links[frozenset((0, 2))] = c.links[frozenset((1, 2))] = "cut"
+        state.write(pick=0, w=2, key=None, count=1)
+        state.wait(seconds=1.0)
+        assert [(a.w, a.acks) for a in state.acks] == [(2, 2)]
+        state.kill(pick=0)
+        state.toggle_pause(pick=1)
+        for _ in range(4):
+            state.wait(seconds=TTL)
+            check(state)
+        assert [n.name for n in state._masters()] == ["n3"]
+        state.toggle_pause(pick=1)
+        c.links.clear()
+        for _ in range(4):
+            state.wait(seconds=TTL)
+            check(state)
+        (n3,) = state._masters()
+        assert n3.name == "n3" and n3.master is not None and not n3.master.recovering
+        assert n3.master.log.last_seq == 1
+        state.heal_and_converge()
+        check(state)
+    finally:
+        state.teardown()
