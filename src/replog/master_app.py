@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from replog.config import MasterConfig
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import open_log
 from replog.durable import GroupCommit
 from replog.http import (
@@ -125,8 +126,9 @@ def _master_log(app: web.Application) -> tuple[Log, int, str | None]:
 
 
 def add_read_routes(app: web.Application) -> None:
-    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of the master."""
+    """GET /livez, /openapi.json, /log (the raw log, for `replog export`) and the dashboard (/ and /ui/) of the master."""
     app.router.add_get("/livez", livez)
+    add_dashboard_routes(app)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_master_log))
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from replog import errors
 from replog.config import SecondaryConfig
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import open_log
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
@@ -303,8 +304,9 @@ def _secondary_log(app: web.Application) -> tuple[Log, int, str | None]:
 
 
 def add_read_routes(app: web.Application) -> None:
-    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of a secondary."""
+    """GET /livez, /openapi.json, /log (the raw log, for `replog export`) and the dashboard (/ and /ui/) of a secondary."""
     app.router.add_get("/livez", livez)
+    add_dashboard_routes(app)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_secondary_log))
 
