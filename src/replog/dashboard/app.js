@@ -12,6 +12,7 @@
   const WINDOW_S = 180; // the charts show the last three minutes
   const TAIL_KEEP = 200; // entries the tail list holds
   const TAIL_JUMP = 2000; // further behind than this, the tail skips ahead instead of reading everything
+  const HISTORY_KEEP = 6; // earlier answers of the append form shown under the latest
   const TOKEN_KEY = "replog.token";
   const THEME_KEY = "replog.theme";
   const SERIES = ["--accent", "--warn", "--odd", "--ok", "--bad"];
@@ -311,7 +312,7 @@
   function niceCeil(v) {
     if (v <= 1) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
 
@@ -480,7 +481,17 @@
 
   function showResult(outcome, text) {
     const out = $("append-result");
+    const before = out.dataset.outcome;
+    if (before === "ok" || before === "error") {
+      // The answer shown so far moves down into the history, newest first.
+      const li = el("li", { "data-outcome": before });
+      li.append(el("span", { class: "at" }, out.dataset.at || ""), document.createTextNode(out.textContent));
+      const history = $("append-history");
+      history.prepend(li);
+      while (history.children.length > HISTORY_KEEP) history.lastElementChild.remove();
+    }
     out.dataset.outcome = outcome;
+    out.dataset.at = new Date().toLocaleTimeString();
     out.textContent = text;
   }
 
