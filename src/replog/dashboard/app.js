@@ -90,7 +90,7 @@
 
   function fmtAxis(v) {
     if (v >= 10000) return Math.round(v / 1000) + "k";
-    return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
+    return String(Number(v.toFixed(2)));
   }
 
   function cssVar(name) {
@@ -312,12 +312,13 @@
   function niceCeil(v) {
     if (v <= 1) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 1.2, 1.6, 2, 2.4, 4, 6, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
 
   // Draw series ([{color, points: [[t, v], ...], fill}]) over the last WINDOW_S seconds on a canvas.
-  function drawChart(canvas, series, unit) {
+  // minTop: the least top of the scale (4 for counts of entries, whose ticks must be whole numbers).
+  function drawChart(canvas, series, unit, minTop = 1) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 600;
     const h = canvas.clientHeight || 180;
@@ -336,7 +337,8 @@
     let max = 0;
     let count = 0;
     for (const s of series) for (const [t, v] of s.points) if (t >= t0) { max = Math.max(max, v); count++; }
-    const top = niceCeil(max * 1.1);
+    let top = Math.max(minTop, niceCeil(max * 1.1));
+    if (minTop >= 4) top = 4 * Math.ceil(top / 4); // four grid steps of whole entries
     const x = (t) => pad.l + ((t - t0) / WINDOW_S) * pw;
     const y = (v) => pad.t + ph - (v / top) * ph;
 
@@ -407,7 +409,7 @@
     if (state.role !== "master") return;
     const lags = lagSeries();
     const colors = lags.map((_, i) => cssVar(SERIES[i % SERIES.length]));
-    drawChart($("lag-chart"), lags.map((s, i) => ({ color: colors[i], points: s.points, fill: false })), "entries behind");
+    drawChart($("lag-chart"), lags.map((s, i) => ({ color: colors[i], points: s.points, fill: false })), "entries behind", 4);
     const legend = $("lag-legend");
     legend.replaceChildren(
       ...lags.map((s, i) => {
