@@ -181,6 +181,8 @@ def test_the_charts_draw_the_write_rate(browser: Any, cluster: LocalCluster) -> 
 
 
 def test_a_killed_secondary_turns_unhealthy_and_healthy_after_its_restart(browser: Any, cluster: LocalCluster) -> None:
+    """SIGKILL a secondary: suspected/unhealthy within the heartbeat window, its lag line rises, a w=all
+    append times out (504, stored) or waits (a waiting write) until it is back and healthy."""
     open_page(browser, cluster.master.url)
     victim = cluster.secondaries[1]
     wait(browser, lambda d: statuses(d).get(victim.url) == "healthy", 10, "the secondary healthy")
@@ -211,6 +213,16 @@ def test_a_killed_secondary_turns_unhealthy_and_healthy_after_its_restart(browse
     wait(browser, lambda d: result.get_attribute("data-outcome") == "error", 10, "the write concern timeout")
     assert "504 write_concern_timeout" in result.text and "stored as seq" in result.text
 
+    # Without a timeout it waits: the page counts it among the master's waiting writes until the restart.
+    browser.find_element("id", "append-timeout").clear()
+    browser.find_element("id", "append-message").send_keys("waits for all")
+    browser.find_element("id", "append-send").click()
+    wait(browser, lambda d: d.find_element("id", "waiting-writes").text == "1", 10, "one waiting write")
+    assert result.get_attribute("data-outcome") == "pending"
+
     victim.start()
     wait(browser, lambda d: statuses(d).get(victim.url) == "healthy", 20, "healthy after the restart")
+    wait(browser, lambda d: result.get_attribute("data-outcome") == "ok", 20, "the waiting write answered")
+    assert "acks=3" in result.text
+    wait(browser, lambda d: d.find_element("id", "waiting-writes").text == "0", 10, "no waiting write")
     wait(browser, lambda d: row.get_attribute("data-lag") == "0", 20, "the restarted secondary caught up")
