@@ -169,6 +169,13 @@ def test_an_append_from_the_form_shows_in_the_log_and_the_tail(browser: Any, clu
     assert "never stored" not in cluster.master.texts()
 
 
+def test_the_page_updates_every_second(browser: Any, cluster: LocalCluster) -> None:
+    open_page(browser, cluster.master.url)
+    samples = lambda d: int(d.execute_script("return document.body.dataset.samples"))  # noqa: E731
+    first = samples(browser)
+    wait(browser, lambda d: samples(d) >= first + 4, 4 * PAGE_POLL + 1.5, "four more /health samples")
+
+
 def test_the_charts_draw_the_write_rate(browser: Any, cluster: LocalCluster) -> None:
     open_page(browser, cluster.master.url)
 

@@ -26,6 +26,7 @@
     tailAbort: null,
     nodes: 0,
     appendSerial: 0,
+    sampleCount: 0, // /health answers read since the page loaded
   };
 
   // -- requests ------------------------------------------------------------------------------------------
@@ -196,6 +197,7 @@
     drawCharts();
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.ready = "true";
+    document.body.dataset.samples = String(++state.sampleCount);
     // A node restarted empty (no data dir) starts again from seq 0: the tail follows it down.
     if (state.tailSince !== null && h.seq < state.tailSince) resetTail();
     if (first) followTail();
