@@ -133,7 +133,10 @@ def _bearer(header: str | None) -> bytes | None:
     scheme, sep, credential = header.partition(" ")
     if not sep or scheme.lower() != "bearer" or not credential:
         return None
-    return credential.encode("utf-8", "surrogateescape")
+    try:
+        return credential.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None  # no secret holds such characters
 
 
 @dataclass
