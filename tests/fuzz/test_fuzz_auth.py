@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -30,7 +29,9 @@ READER = secrets.token_hex(16)
 LOG = "a11c" * 8
 FENCE = [(EPOCH_HEADER, "1"), (MASTER_HEADER, "m1"), ("Content-Type", "application/json")]
 # One entry at seq 1: stored by any request the secondary accepted.
-BODY = encode({"log": LOG, "prev": [0, GENESIS.hex()], "entries": [[1, "x", "x", 0, chain(GENESIS, "x", "x", 0).hex()]]}, True)
+BODY = encode(
+    {"log": LOG, "prev": [0, GENESIS.hex()], "entries": [[1, "x", "x", 0, chain(GENESIS, "x", "x", 0).hex()]]}, True
+)
 
 
 @pytest.fixture(scope="module")
