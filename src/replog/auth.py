@@ -2,8 +2,8 @@
 
 One middleware (Guard.middleware) decides for both node roles, from one table of what each route needs:
 
-- internal (POST /replicate, POST /promise, GET /entries, and a heartbeat: GET /health carrying a master's
-  fence headers): the cluster key, when the node has one;
+- internal (POST /replicate, POST /promise, GET /entries, and a master's GET /health: with its fence headers
+  or ?at=SEQ): the cluster key, when the node has one;
 - write (POST /messages): a `write` token, when the node has a token file;
 - read (every other route: GET /messages, /messages/stream, /health, /log, /metrics, the dashboard): a
   `read` or `write` token, when the node has a token file;
@@ -139,6 +139,12 @@ def _bearer(header: str | None) -> bytes | None:
         return None  # no secret holds such characters
 
 
+def _heartbeat(request: web.Request) -> bool:
+    """A master's call on GET /health: a heartbeat (fenced) or a position read (?at=SEQ, fenced or not, at
+    start-up). It tells a master our promise and chain values, so it asks for the cluster key, not a token."""
+    return "at" in request.query or EPOCH_HEADER in request.headers or MASTER_HEADER in request.headers
+
+
 @dataclass
 class Guard:
     """The secrets one node checks: its cluster key (None: internal endpoints are open) and its client
@@ -190,12 +196,8 @@ class Guard:
             return Need.OPEN  # no such route: the 404/405 tells nothing
         method = "GET" if request.method == "HEAD" else request.method
         need = ROUTES.get((method, resource.canonical), Need.READ)
-        if (
-            need is Need.READ
-            and resource.canonical == "/health"
-            and (EPOCH_HEADER in request.headers or MASTER_HEADER in request.headers)
-        ):
-            need = Need.INTERNAL  # a master's heartbeat: it checks our promise against its fence
+        if need is Need.READ and resource.canonical == "/health" and _heartbeat(request):
+            need = Need.INTERNAL
         if need is Need.INTERNAL:
             return need if self._key is not None else Need.OPEN
         if need is not Need.OPEN and self.tokens is None:

@@ -172,3 +172,12 @@ def test_a_bad_reload_keeps_the_tokens_in_force(token_file: str) -> None:
 )  # fmt: skip
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+async def test_a_token_file_without_a_key_leaves_the_masters_calls_open(token_file: str) -> None:
+    """The master's position read (?at=, unfenced at start-up) and heartbeat are internal: with no cluster key
+    they need nothing, even on a secondary whose client API asks for tokens."""
+    async for node in serve(build_secondary_app(SecondaryConfig(token_file=token_file))):
+        assert (await call(node, "GET", "/health?at=0", {}))[0] == 200
+        assert (await call(node, "GET", "/health", FENCE))[0] == 200
+        assert (await call(node, "GET", "/health", {}))[0] == 401
