@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from replog import __version__
+from replog.cli_security import security_config, security_options, warn_insecure
 from replog.config import MasterConfig, SecondaryConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"
@@ -241,6 +242,7 @@ def main() -> None:
     help="Longest delay between two retries to a secondary, seconds.",
 )
 @server_options
+@security_options
 def master(
     port: int,
     secondaries: tuple[str, ...],
@@ -263,7 +265,10 @@ def master(
         )
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
-    config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
+    secured, insecure = security_config(kw)
+    config = MasterConfig(
+        port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **secured, **kw
+    )
     _serve(
         "master",
         config.host,
@@ -271,7 +276,7 @@ def master(
         loop_name,
         log_format,
         log_level,
-        lambda: build_master_app(config),
+        lambda: warn_insecure(build_master_app(config), config.host, insecure),
         secondaries=list(secondaries),
     )
 
@@ -311,11 +316,13 @@ def master(
     help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.",
 )
 @server_options
+@security_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
-    config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
+    secured, insecure = security_config(kw)
+    config = SecondaryConfig(port=port, fsync=fsync == "always", **secured, **kw)
     _serve(
         "secondary",
         config.host,
@@ -323,7 +330,7 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
         loop_name,
         log_format,
         log_level,
-        lambda: build_secondary_app(config, reset=reset),
+        lambda: warn_insecure(build_secondary_app(config, reset=reset), config.host, insecure),
         delay=config.delay,
     )
 
@@ -613,8 +620,14 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
+@click.option(
+    "--token",
+    default=None,
+    envvar="REPLOG_TOKEN",
+    help="Send this token as Authorization: Bearer (for nodes that require one).",
+)
 @_client_call
-async def export_(node: str, since: int) -> None:
+async def export_(node: str, since: int, token: str | None) -> None:
     """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
 
     The first line is a header with the log id, the seq range and the chain values at both ends; then
@@ -627,7 +640,7 @@ async def export_(node: str, since: int) -> None:
     out = sys.stdout.buffer
     try:
         done = await backup.export(
-            node, out, since=since, progress=_progress_bars("exporting", bars, data_on_stdout=True)
+            node, out, since=since, token=token, progress=_progress_bars("exporting", bars, data_on_stdout=True)
         )
         out.flush()
     except backup.BackupError as exc:
