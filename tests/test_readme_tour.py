@@ -112,3 +112,15 @@ def test_the_tour_prints_what_the_readme_shows() -> None:
                 assert re.search(r'"acks":[12]\b', got), got
                 got = re.sub(r'"acks":\d', '"acks":N', got)
             assert got == want, f"$ {command}"
+
+
+def test_one_node_at_a_time_starts_each_line_of_the_procfile() -> None:
+    """The README's one-terminal-per-node commands name every process of the Procfile, once each."""
+    from honcho.environ import parse_procfile
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Run the nodes one at a time") :]
+    section = section[: section.index("\n## ")]
+    named = re.findall(r"honcho start (\w+) +#", section.split("```console")[0])  # the commands, not the prose
+    procfile = parse_procfile((ROOT / "Procfile").read_text())
+    assert sorted(named) == sorted(procfile.processes), named
