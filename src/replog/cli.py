@@ -116,13 +116,40 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ReplogGroup(click.Group):
+    """The `replog` group: every command's options show their environment variable in --help, and
+    every command has a one-sentence summary that `replog --help` never cuts.
+
+    An option declared without a variable gets REPLOG_<OPTION> (its long name), so the rule holds for
+    options added later too; a command without `short_help` gets its docstring's first sentence.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.expose_value:
+                if not param.envvar:
+                    long = max(param.opts, key=len).lstrip("-")
+                    param.envvar = "REPLOG_" + long.replace("-", "_").upper()
+                param.show_envvar = True
+        if not cmd.short_help and cmd.help:
+            cmd.short_help = first_sentence(cmd.help)
+        super().add_command(cmd, name)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    para = " ".join(text.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    return para if end < 0 else para[: end + 1]
+
+
+@click.group(cls=ReplogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="replog")
 def main() -> None:
     """replog: a replicated append-only message log with per-write write concerns."""
 
 
-@main.command()
+@main.command(short_help="Run the master: it takes writes and replicates them.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -215,7 +242,7 @@ def main() -> None:
     envvar="REPLOG_NEW_CLUSTER",
     help="Start a brand-new cluster: while no node that answers holds any log or promise, the master counts its "
     "own vote, so writes are taken with a secondary still down. Never on a restart: a master without its log "
-    "would then outvote a secondary that holds acknowledged writes (REPLOG_NEW_CLUSTER).",
+    "would then outvote a secondary that holds acknowledged writes.",
 )
 @click.option(
     "--replication-window",
@@ -281,7 +308,7 @@ def master(
     )
 
 
-@main.command()
+@main.command(short_help="Run a secondary: it stores what the master sends.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -433,7 +460,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@main.command()
+@main.command(short_help="Append messages and print each stored entry.")
 @click.argument("texts", nargs=-1, required=True, metavar="TEXT...")
 @click.option(
     "-w",
@@ -465,7 +492,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     envvar="REPLOG_TIMEOUT",
     help="Seconds to wait for the write concern (default: the master's).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the stored entry as JSON.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the stored entry as JSON.")
 @client_options
 def post(
     texts: tuple[str, ...],
@@ -497,7 +524,7 @@ def _split_list(value: str) -> list[str]:
     return [u for u in value.replace(",", " ").split() if u] or [value]
 
 
-@main.command()
+@main.command(short_help="Print the messages a node shows, one line each.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -505,9 +532,15 @@ def _split_list(value: str) -> list[str]:
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
-@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
-@click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=None,
+    envvar="REPLOG_SINCE",
+    help="Only entries with a seq above this one (exclusive).",
+)
+@click.option("--limit", type=click.IntRange(0), default=None, envvar="REPLOG_LIMIT", help="At most this many entries.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the node's JSON answer.")
 @client_options
 def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: Any) -> None:
     """Print the messages a node shows, in order: one "SEQ<TAB>TEXT" line each."""
@@ -517,7 +550,7 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     cli_client.run(cli_client.get(log, since, limit, as_json))
 
 
-@main.command()
+@main.command(short_help="Print the log after a seq; -f follows it live.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -525,8 +558,21 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=0, show_default=True, help="Start after this seq.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they come; survives node restarts.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    envvar="REPLOG_SINCE",
+    help="Start after this seq (exclusive).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    envvar="REPLOG_FOLLOW",
+    help="Keep printing new entries as they come; survives node restarts.",
+)
 @client_options
 def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     """Print the log as "SEQ<TAB>TEXT" lines; with -f, follow it (Ctrl-C stops)."""
@@ -539,7 +585,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
         pass  # how -f ends
 
 
-@main.command()
+@main.command(short_help="Print the master's status and each secondary's lag.")
 @click.option(
     "--master",
     "master_url",
@@ -548,7 +594,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     envvar="REPLOG_MASTER",
     help="The master's base URL (host:port means http://).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the master's JSON answer.")
 @client_options
 def health(master_url: str, as_json: bool, **kw: Any) -> None:
     """Print the master's status and each secondary's status and lag."""
@@ -605,7 +651,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@main.command("export")
+@main.command("export", short_help="Write a node's whole log to stdout as JSON lines.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -618,6 +664,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.IntRange(0),
     default=0,
     show_default=True,
+    envvar="REPLOG_SINCE",
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
 @click.option(
@@ -654,7 +701,7 @@ async def export_(node: str, since: int, token: str | None) -> None:
     click.echo(f"exported {count} entries{span} of log {done.log_id}", err=True)
 
 
-@main.command("import")
+@main.command("import", short_help="Restore an export from stdin into a data dir.")
 @click.option(
     "--data-dir",
     required=True,
@@ -694,7 +741,7 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
 )
 
 
-@main.command()
+@main.command(short_help="Measure a cluster's write rates, latency and memory.")
 @click.option(
     "--master",
     "master_url",
@@ -787,7 +834,9 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     envvar="REPLOG_BENCH_IDLE_STREAMS",
     help="Streams the idle scenario holds open on the master.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="REPLOG_BENCH_JSON", help="Print the results as JSON instead of a table."
+)
 def bench(**kw: Any) -> None:
     """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.
 
