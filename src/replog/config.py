@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from replog.commitment import majority
 
@@ -31,6 +31,8 @@ class MasterConfig:
     # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
 
     @property
     def nodes(self) -> int:
@@ -53,3 +55,5 @@ class SecondaryConfig:
     fsync: bool = True
     seed: int | None = None  # seeds the fail-rate dice, for reproducible runs
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open

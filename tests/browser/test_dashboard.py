@@ -49,6 +49,12 @@ def open_page(driver: Any, url: str) -> None:
     )
 
 
+def open_page_unready(driver: Any, url: str) -> None:
+    """Open the page without waiting for its first /health (which a guarded node refuses without a token)."""
+    driver.get(url + "/")
+    wait(driver, lambda d: d.execute_script("return document.readyState") == "complete", 10, "the page to load")
+
+
 def statuses(driver: Any) -> dict[str, str]:
     """{node URL: status} as the page's nodes table shows them."""
     return driver.execute_script(
@@ -233,3 +239,47 @@ def test_a_killed_secondary_turns_unhealthy_and_healthy_after_its_restart(browse
     assert "acks=3" in result.text
     wait(browser, lambda d: d.find_element("id", "waiting-writes").text == "0", 10, "no waiting write")
     wait(browser, lambda d: row.get_attribute("data-lag") == "0", 20, "the restarted secondary caught up")
+
+
+# -- with client tokens --------------------------------------------------------------------------------------
+
+
+def test_with_a_token_file_the_page_asks_for_a_token_and_sends_it(browser: Any, tmp_path: Any) -> None:
+    """The page itself is open (a browser cannot send a bearer token when it opens it); its requests carry the
+    token typed into its field, kept for the tab: without one it says so, with a write token it works."""
+    from selenium.webdriver.common.keys import Keys
+
+    key, writer = uuid.uuid4().hex, uuid.uuid4().hex
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"write {writer}\nread {uuid.uuid4().hex}\n")
+    with LocalCluster(
+        1,
+        heartbeat_interval=HEARTBEAT,
+        cluster_key=key,
+        master_args=["--token-file", str(tokens)],
+        workdir=tmp_path / "cluster",
+    ) as guarded:
+        guarded.wait_healthy()
+        assert http_json("GET", guarded.master.url + "/health")[0] == 401
+        open_page_unready(browser, guarded.master.url)
+        conn = browser.find_element("id", "conn")
+        wait(browser, lambda d: conn.text == "token needed", 10, "the page to ask for a token")
+        assert statuses(browser) == {}
+
+        browser.find_element("css selector", "details.token summary").click()
+        field = browser.find_element("id", "token")
+        field.send_keys(writer)
+        field.send_keys(Keys.TAB)  # a change event: the page keeps it for the tab
+        want = {guarded.master.url: "ok", guarded.secondaries[0].url: "healthy"}
+        wait(browser, lambda d: statuses(d) == want, 10, "the nodes once the token is given")
+
+        browser.find_element("id", "append-message").send_keys("with a token")
+        browser.find_element("id", "append-send").click()
+        result = browser.find_element("id", "append-result")
+        wait(browser, lambda d: result.get_attribute("data-outcome") == "ok", 10, "the append's answer")
+        seq = int(result.text.split("seq=")[1].split()[0])
+        wait(browser, lambda d: tail(d).get(seq) == "with a token", 10, "the append in the tail")
+
+        browser.refresh()  # the same tab keeps the token
+        wait(browser, lambda d: statuses(d) == want, 10, "the nodes after a reload")
+        browser.execute_script("sessionStorage.clear()")
