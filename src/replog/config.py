@@ -31,6 +31,7 @@ class MasterConfig:
     # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
 
     @property
     def nodes(self) -> int:
@@ -53,3 +54,4 @@ class SecondaryConfig:
     fsync: bool = True
     seed: int | None = None  # seeds the fail-rate dice, for reproducible runs
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
