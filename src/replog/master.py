@@ -591,7 +591,7 @@ class Master:
             "writes": writes - before[0],
             "entries": appended - before[1],
             "seq": last,
-            "lag": ",".join(f"{short_url(r.url)}={lag}" for r, lag in zip(self.replicators, lags, strict=True)),
+            "lag": {short_url(r.url): lag for r, lag in zip(self.replicators, lags, strict=True)},
         }
 
     @property
