@@ -104,6 +104,7 @@ class Master:
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self._history = False  # a node answered with a log: this is no new cluster
         self.recovery_error: str | None = None  # why the last election round failed, for /health
+        self._awaiting: tuple[list[str], int] | None = None  # (promised, needed) last logged as awaiting_promises
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
@@ -220,9 +221,12 @@ class Master:
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:
-            self.logger.info(
-                "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
-            )
+            waiting = (sorted(promised), need)
+            if waiting != self._awaiting:  # once per change, not once per round while a node is down
+                self._awaiting = waiting
+                self.logger.info(
+                    "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
+                )
             return False
         own = Position(
             None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq

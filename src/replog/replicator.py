@@ -299,6 +299,8 @@ class Replicator:
             # Its first answer: a secondary counts as unhealthy until then, which is no transition to report.
             self.logger.info("secondary_connected", seq=self.progress.match)
         else:
-            self.logger.info("secondary_status", before=str(before), after=str(after), **kw)
+            # Out of the quorum is worth a warning; suspected (a beat or two missed) and back are not.
+            report = self.logger.warning if after is Status.UNHEALTHY else self.logger.info
+            report("secondary_status", before=str(before), after=str(after), **kw)
         self._reached = self._reached or after is Status.HEALTHY
         self._on_status(self.index, before, after)
