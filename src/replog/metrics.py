@@ -3,7 +3,9 @@
 Each node owns one CollectorRegistry (never the process-wide default: several nodes may live in one
 test process). What happens on the write path is counted where it happens, cheaply: the domain
 keeps plain integer counters (entries appended, batches and bytes sent, retries, fsyncs) and calls
-record_write() / fsynced() for the two histograms. What the node *is* (its seq, epoch, each
+record_write() / fsynced(), which count in plain numbers too (no lock: a node's code runs on one
+event loop) — prometheus_client's own Counter and Histogram take a lock per update, several times
+the cost. What the node *is* (its seq, epoch, each
 secondary's position and status, waiting writes) is read when Prometheus scrapes, by a collector:
 nothing is recomputed on the write path for a scrape that may never come.
 
@@ -14,16 +16,16 @@ docs/observability.md lists every metric with its meaning.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import prometheus_client
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from replog import __version__
@@ -34,10 +36,6 @@ if TYPE_CHECKING:
     from replog.log import Log
     from replog.master import Master
     from replog.secondary import Secondary
-
-# The `_created` timestamp series double every counter and histogram for little use; they are off for
-# the whole process (prometheus_client's own switch), which only ever serves replog's registries.
-prometheus_client.disable_created_metrics()
 
 # Write latency: from a loopback w=1 write (~0.2 ms) to a w=all write waiting on a delayed secondary.
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -65,24 +63,48 @@ class LogBytes:
         return self._bytes
 
 
+class Buckets:
+    """A histogram as plain numbers: observe() costs a bisect and two additions, no lock (every
+    caller runs on the node's event loop); the collector turns it into Prometheus buckets at scrape."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # counts[i]: bounds[i-1] < value <= bounds[i]; the last: +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, count of values <= le) for each bound and +Inf, as Prometheus's buckets are."""
+        out, total = [], 0
+        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+
 class NodeMetrics:
-    """What every node measures: its registry and the fsync latency histogram."""
+    """What every node measures: its registry, and the fsync latency its GroupCommit reports."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.fsync_seconds = Histogram(
-            "replog_fsync_duration_seconds",
-            "Time one group-commit write and fsync of the log took (with --data-dir).",
-            buckets=FSYNC_BUCKETS,
-            registry=self.registry,
-        )
+        self.fsyncs = Buckets(FSYNC_BUCKETS)
 
     def fsynced(self, seconds: float) -> None:
         """Hook of GroupCommit: one write + fsync took this long."""
-        self.fsync_seconds.observe(seconds)
+        self.fsyncs.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def collect_own(self) -> Iterator[Metric]:
+        h = HistogramMetricFamily(
+            "replog_fsync_duration_seconds", "Time one group-commit write and fsync of the log took (with --data-dir)."
+        )
+        h.add_metric([], self.fsyncs.cumulative(), self.fsyncs.sum)
+        yield h
 
 
 class MasterMetrics(NodeMetrics):
@@ -90,32 +112,39 @@ class MasterMetrics(NodeMetrics):
 
     def __init__(self, master: Master) -> None:
         super().__init__()
-        self.writes = Counter(
-            "replog_writes",
-            "Client writes answered, by write concern w and outcome (created, duplicate, or the error code).",
-            ["w", "outcome"],
-            registry=self.registry,
-        )
-        self.write_seconds = Histogram(
-            "replog_write_duration_seconds",
-            "Time from a write's arrival to its answer, by write concern w.",
-            ["w"],
-            buckets=WRITE_BUCKETS,
-            registry=self.registry,
-        )
         self.write_count = 0  # every write answered, for the summary line
-        self._children: dict[tuple[int, str], tuple[Any, Any]] = {}  # resolved label children, one lookup each
-        self.registry.register(_MasterCollector(master))
+        self._writes: dict[tuple[int, str], int] = {}  # (w, outcome) -> writes answered
+        self._latency: dict[int, Buckets] = {}  # w -> time to answer
+        self.registry.register(_MasterCollector(master, self))
 
     def record_write(self, w: int, outcome: str, seconds: float) -> None:
         """One write was answered (or refused) after seconds."""
         key = (w, outcome)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (self.writes.labels(str(w), outcome), self.write_seconds.labels(str(w)))
-        children[0].inc()
-        children[1].observe(seconds)
+        self._writes[key] = self._writes.get(key, 0) + 1
+        buckets = self._latency.get(w)
+        if buckets is None:
+            buckets = self._latency[w] = Buckets(WRITE_BUCKETS)
+        buckets.observe(seconds)
         self.write_count += 1
+
+    def collect_own(self) -> Iterator[Metric]:
+        yield from super().collect_own()
+        c = CounterMetricFamily(
+            "replog_writes",
+            "Client writes answered, by write concern w and outcome (created, duplicate, or the error code).",
+            labels=["w", "outcome"],
+        )
+        for (w, outcome), n in sorted(self._writes.items()):
+            c.add_metric([str(w), outcome], n)
+        yield c
+        h = HistogramMetricFamily(
+            "replog_write_duration_seconds",
+            "Time from a write's arrival to its answer, by write concern w.",
+            labels=["w"],
+        )
+        for w, buckets in sorted(self._latency.items()):
+            h.add_metric([str(w)], buckets.cumulative(), buckets.sum)
+        yield h
 
 
 class SecondaryMetrics(NodeMetrics):
@@ -123,7 +152,7 @@ class SecondaryMetrics(NodeMetrics):
 
     def __init__(self, secondary: Secondary) -> None:
         super().__init__()
-        self.registry.register(_SecondaryCollector(secondary))
+        self.registry.register(_SecondaryCollector(secondary, self))
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -160,12 +189,14 @@ def _common(node: Any, log_bytes: LogBytes) -> Iterator[Metric]:
 class _MasterCollector(Collector):
     """The master's state, read at scrape time."""
 
-    def __init__(self, master: Master) -> None:
+    def __init__(self, master: Master, metrics: MasterMetrics) -> None:
         self._m = master
+        self._metrics = metrics
         self._log_bytes = LogBytes()
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
+        yield from self._metrics.collect_own()
         known = not m.recovering or m.log.last_seq > 0
         yield _info("master", m.log.log_id if known else None)
         yield _gauge("replog_epoch", "The epoch this master takes writes under (0 until it has recovered).", m.epoch)
@@ -227,12 +258,14 @@ class _MasterCollector(Collector):
 class _SecondaryCollector(Collector):
     """A secondary's state, read at scrape time."""
 
-    def __init__(self, secondary: Secondary) -> None:
+    def __init__(self, secondary: Secondary, metrics: SecondaryMetrics) -> None:
         self._s = secondary
+        self._metrics = metrics
         self._log_bytes = LogBytes()
 
     def collect(self) -> Iterator[Metric]:
         s = self._s
+        yield from self._metrics.collect_own()
         yield _info("secondary", s.log.log_id if s.adopted else None)
         yield _gauge(
             "replog_epoch", "The log epoch: the master epoch whose log this node's log is a prefix of.", s.log_epoch
