@@ -4,10 +4,10 @@ Each node owns one CollectorRegistry (never the process-wide default: several no
 test process). What happens on the write path is counted where it happens, cheaply: the domain
 keeps plain integer counters (entries appended, batches and bytes sent, retries, fsyncs) and calls
 record_write() / fsynced(), which count in plain numbers too (no lock: a node's code runs on one
-event loop) — prometheus_client's own Counter and Histogram take a lock per update, several times
-the cost. What the node *is* (its seq, epoch, each
-secondary's position and status, waiting writes) is read when Prometheus scrapes, by a collector:
-nothing is recomputed on the write path for a scrape that may never come.
+event loop; prometheus_client's own Counter and Histogram take a lock per update, several times the
+cost). What the node *is* (its seq, epoch, each secondary's position and status, waiting writes) is
+read when Prometheus scrapes, by a collector: nothing is recomputed on the write path for a scrape
+that may never come.
 
 Names follow Prometheus conventions: counters end in _total, durations are _seconds, sizes _bytes.
 docs/observability.md lists every metric with its meaning.
