@@ -397,6 +397,9 @@ def _serve(
     from replog.storage import CorruptLogError
 
     log = structlog.get_logger()
+    # Bind first: a port in use is one clear error line and exit 1, before the data dir is opened
+    # and before anything says the node started.
+    socks = _listen(host, port)
     try:
         app = build()
     except CorruptLogError as exc:
@@ -405,25 +408,54 @@ def _serve(
         raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
     loop = _new_loop(loop_name)
+    bound = socks[0].getsockname()[1]  # the port asked for, or the one the kernel chose for 0
 
     async def announce(app: Any) -> None:
-        log.info("node_started", host=host, loop=type(loop).__module__.split(".")[0], **startup)
+        log.info("node_started", host=host, port=bound, loop=type(loop).__module__.split(".")[0], **startup)
+
+    async def stopping(app: Any) -> None:
+        log.info("node_stopping")
 
     app.on_startup.append(announce)
+    app.on_shutdown.append(stopping)
+    aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
+    web.run_app(
+        app,
+        sock=socks,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        loop=loop,
+        shutdown_timeout=2.0,
+    )
+    log.info("node_stopped")
+
+
+def _listen(host: str, port: int) -> list[Any]:
+    """Listening sockets on every address host resolves to (as asyncio's create_server binds them);
+    a ClickException naming host:port when one cannot be bound."""
+    import socket
+
     try:
-        aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-            loop=loop,
-            shutdown_timeout=2.0,
-        )
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr[0], port, *addr[2:]))
+            sock.listen(1024)
+            port = sock.getsockname()[1]  # with port 0: every address on the port the kernel chose for the first
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return socks
 
 
 # -- client commands -------------------------------------------------------------

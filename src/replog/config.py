@@ -33,6 +33,7 @@ class MasterConfig:
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
     cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
 
     @property
     def nodes(self) -> int:
@@ -57,3 +58,4 @@ class SecondaryConfig:
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
     cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)

@@ -26,6 +26,7 @@ from replog.http import (
 )
 from replog.log import Log
 from replog.master import Master
+from replog.metrics import log_summaries, metrics_handler, readyz_handler
 from replog.protocol import parse_write
 from replog.replicator import Replicator
 from replog.stream import stream_handler
@@ -89,7 +90,14 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
             return task
 
         if opened.disk is not None:
-            master.attach_disk(GroupCommit(opened.disk, on_durable=master.durable_to, on_failed=master._on_disk_failed))
+            master.attach_disk(
+                GroupCommit(
+                    opened.disk,
+                    on_durable=master.durable_to,
+                    on_failed=master._on_disk_failed,
+                    on_sync=master.metrics.fsynced,
+                )
+            )
             own(master.commit.run(), "group commit")  # type: ignore[union-attr]
         app[MASTER] = master
 
@@ -99,6 +107,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 own(_supervise(r), f"replicator {r.url}")
 
         own(start(), "recovery")
+        own(log_summaries(master.summary, config.summary_interval), "summary")
         try:
             yield
         finally:
@@ -118,6 +127,8 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     app.router.add_get("/messages/stream", stream_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
+    app.router.add_get("/metrics", metrics_handler(lambda app: app[MASTER].metrics))
+    app.router.add_get("/readyz", readyz_handler(lambda app: app.get(MASTER), "master"))
     return app
 
 

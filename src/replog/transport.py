@@ -5,6 +5,7 @@ Every request carries the master's fence (epoch and id); every answer carries th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -140,7 +141,13 @@ class HttpTransport:
             ) as resp:
                 payload = await resp.read()
                 status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # Short: it goes into every status line of a secondary that is down.
+            errno = exc.os_error.errno
+            raise TransportError(f"cannot connect: {os.strerror(errno) if errno else exc.os_error}") from None
+        except TimeoutError:
+            raise TransportError(f"no answer within {timeout.total} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
             data = jsoncodec.loads(payload)
