@@ -433,6 +433,10 @@ class Node:
                 self.logger.debug("etcd_unavailable", error=str(exc))
             except (TransportError, OSError) as exc:
                 self.logger.warning("election_tick_failed", error=str(exc))
+            except Exception as exc:
+                # A bug, or a log that cannot be reopened: say so loudly, and keep watching the key (a node
+                # whose loop died would hold no lease and look alive).
+                self.logger.critical("election_tick_failed", error=repr(exc), exc_info=True)
 
     async def _deadline_loop(self) -> None:
         """A master steps down at its own lease deadline, whether or not etcd answers: that is the point
