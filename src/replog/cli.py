@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from replog import __version__
+from replog.cli_security import security_config, security_options, warn_insecure
 from replog.config import MasterConfig, SecondaryConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"
@@ -115,13 +116,40 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ReplogGroup(click.Group):
+    """The `replog` group: every command's options show their environment variable in --help, and
+    every command has a one-sentence summary that `replog --help` never cuts.
+
+    An option declared without a variable gets REPLOG_<OPTION> (its long name), so the rule holds for
+    options added later too; a command without `short_help` gets its docstring's first sentence.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.expose_value:
+                if not param.envvar:
+                    long = max(param.opts, key=len).lstrip("-")
+                    param.envvar = "REPLOG_" + long.replace("-", "_").upper()
+                param.show_envvar = True
+        if not cmd.short_help and cmd.help:
+            cmd.short_help = first_sentence(cmd.help)
+        super().add_command(cmd, name)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    para = " ".join(text.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    return para if end < 0 else para[: end + 1]
+
+
+@click.group(cls=ReplogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="replog")
 def main() -> None:
     """replog: a replicated append-only message log with per-write write concerns."""
 
 
-@main.command()
+@main.command(short_help="Run the master: it takes writes and replicates them.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -214,7 +242,7 @@ def main() -> None:
     envvar="REPLOG_NEW_CLUSTER",
     help="Start a brand-new cluster: while no node that answers holds any log or promise, the master counts its "
     "own vote, so writes are taken with a secondary still down. Never on a restart: a master without its log "
-    "would then outvote a secondary that holds acknowledged writes (REPLOG_NEW_CLUSTER).",
+    "would then outvote a secondary that holds acknowledged writes.",
 )
 @click.option(
     "--replication-window",
@@ -241,6 +269,7 @@ def main() -> None:
     help="Longest delay between two retries to a secondary, seconds.",
 )
 @server_options
+@security_options
 def master(
     port: int,
     secondaries: tuple[str, ...],
@@ -263,7 +292,10 @@ def master(
         )
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
-    config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
+    secured, insecure = security_config(kw)
+    config = MasterConfig(
+        port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **secured, **kw
+    )
     _serve(
         "master",
         config.host,
@@ -271,12 +303,12 @@ def master(
         loop_name,
         log_format,
         log_level,
-        lambda: build_master_app(config),
+        lambda: warn_insecure(build_master_app(config), config.host, insecure),
         secondaries=list(secondaries),
     )
 
 
-@main.command()
+@main.command(short_help="Run a secondary: it stores what the master sends.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -311,11 +343,13 @@ def master(
     help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.",
 )
 @server_options
+@security_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
-    config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
+    secured, insecure = security_config(kw)
+    config = SecondaryConfig(port=port, fsync=fsync == "always", **secured, **kw)
     _serve(
         "secondary",
         config.host,
@@ -323,7 +357,7 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
         loop_name,
         log_format,
         log_level,
-        lambda: build_secondary_app(config, reset=reset),
+        lambda: warn_insecure(build_secondary_app(config, reset=reset), config.host, insecure),
         delay=config.delay,
     )
 
@@ -484,6 +518,9 @@ def _serve(
     from replog.storage import CorruptLogError
 
     log = structlog.get_logger()
+    # Bind first: a port in use is one clear error line and exit 1, before the data dir is opened
+    # and before anything says the node started.
+    socks = _listen(host, port)
     try:
         app = build()
     except CorruptLogError as exc:
@@ -492,25 +529,54 @@ def _serve(
         raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
     loop = _new_loop(loop_name)
+    bound = socks[0].getsockname()[1]  # the port asked for, or the one the kernel chose for 0
 
     async def announce(app: Any) -> None:
-        log.info("node_started", host=host, loop=type(loop).__module__.split(".")[0], **startup)
+        log.info("node_started", host=host, port=bound, loop=type(loop).__module__.split(".")[0], **startup)
+
+    async def stopping(app: Any) -> None:
+        log.info("node_stopping")
 
     app.on_startup.append(announce)
+    app.on_shutdown.append(stopping)
+    aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
+    web.run_app(
+        app,
+        sock=socks,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        loop=loop,
+        shutdown_timeout=2.0,
+    )
+    log.info("node_stopped")
+
+
+def _listen(host: str, port: int) -> list[Any]:
+    """Listening sockets on every address host resolves to (as asyncio's create_server binds them);
+    a ClickException naming host:port when one cannot be bound."""
+    import socket
+
     try:
-        aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-            loop=loop,
-            shutdown_timeout=2.0,
-        )
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr[0], port, *addr[2:]))
+            sock.listen(1024)
+            port = sock.getsockname()[1]  # with port 0: every address on the port the kernel chose for the first
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return socks
 
 
 # -- client commands -------------------------------------------------------------
@@ -547,7 +613,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@main.command()
+@main.command(short_help="Append messages and print each stored entry.")
 @click.argument("texts", nargs=-1, required=True, metavar="TEXT...")
 @click.option(
     "-w",
@@ -579,7 +645,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     envvar="REPLOG_TIMEOUT",
     help="Seconds to wait for the write concern (default: the master's).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the stored entry as JSON.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the stored entry as JSON.")
 @client_options
 def post(
     texts: tuple[str, ...],
@@ -611,7 +677,7 @@ def _split_list(value: str) -> list[str]:
     return [u for u in value.replace(",", " ").split() if u] or [value]
 
 
-@main.command()
+@main.command(short_help="Print the messages a node shows, one line each.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -619,9 +685,15 @@ def _split_list(value: str) -> list[str]:
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
-@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
-@click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=None,
+    envvar="REPLOG_SINCE",
+    help="Only entries with a seq above this one (exclusive).",
+)
+@click.option("--limit", type=click.IntRange(0), default=None, envvar="REPLOG_LIMIT", help="At most this many entries.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the node's JSON answer.")
 @client_options
 def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: Any) -> None:
     """Print the messages a node shows, in order: one "SEQ<TAB>TEXT" line each."""
@@ -631,7 +703,7 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     cli_client.run(cli_client.get(log, since, limit, as_json))
 
 
-@main.command()
+@main.command(short_help="Print the log after a seq; -f follows it live.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -639,8 +711,21 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=0, show_default=True, help="Start after this seq.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they come; survives node restarts.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    envvar="REPLOG_SINCE",
+    help="Start after this seq (exclusive).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    envvar="REPLOG_FOLLOW",
+    help="Keep printing new entries as they come; survives node restarts.",
+)
 @client_options
 def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     """Print the log as "SEQ<TAB>TEXT" lines; with -f, follow it (Ctrl-C stops)."""
@@ -653,7 +738,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
         pass  # how -f ends
 
 
-@main.command()
+@main.command(short_help="Print the master's status and each secondary's lag.")
 @click.option(
     "--master",
     "master_url",
@@ -662,7 +747,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     envvar="REPLOG_MASTER",
     help="The master's base URL (host:port means http://).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the master's JSON answer.")
 @client_options
 def health(master_url: str, as_json: bool, **kw: Any) -> None:
     """Print the master's status and each secondary's status and lag."""
@@ -719,7 +804,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@main.command("export")
+@main.command("export", short_help="Write a node's whole log to stdout as JSON lines.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -732,10 +817,17 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.IntRange(0),
     default=0,
     show_default=True,
+    envvar="REPLOG_SINCE",
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
+@click.option(
+    "--token",
+    default=None,
+    envvar="REPLOG_TOKEN",
+    help="Send this token as Authorization: Bearer (for nodes that require one).",
+)
 @_client_call
-async def export_(node: str, since: int) -> None:
+async def export_(node: str, since: int, token: str | None) -> None:
     """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
 
     The first line is a header with the log id, the seq range and the chain values at both ends; then
@@ -748,7 +840,7 @@ async def export_(node: str, since: int) -> None:
     out = sys.stdout.buffer
     try:
         done = await backup.export(
-            node, out, since=since, progress=_progress_bars("exporting", bars, data_on_stdout=True)
+            node, out, since=since, token=token, progress=_progress_bars("exporting", bars, data_on_stdout=True)
         )
         out.flush()
     except backup.BackupError as exc:
@@ -762,7 +854,7 @@ async def export_(node: str, since: int) -> None:
     click.echo(f"exported {count} entries{span} of log {done.log_id}", err=True)
 
 
-@main.command("import")
+@main.command("import", short_help="Restore an export from stdin into a data dir.")
 @click.option(
     "--data-dir",
     required=True,
@@ -802,7 +894,7 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
 )
 
 
-@main.command()
+@main.command(short_help="Measure a cluster's write rates, latency and memory.")
 @click.option(
     "--master",
     "master_url",
@@ -895,7 +987,9 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     envvar="REPLOG_BENCH_IDLE_STREAMS",
     help="Streams the idle scenario holds open on the master.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="REPLOG_BENCH_JSON", help="Print the results as JSON instead of a table."
+)
 def bench(**kw: Any) -> None:
     """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from replog.commitment import majority
 
@@ -31,6 +31,9 @@ class MasterConfig:
     # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
     size: int = 0  # under failover (replog node --nodes N): the cluster's size, whoever is registered now
     roll_back_diverged: bool = False  # under failover: a secondary whose tail contradicts ours rolls it back
 
@@ -55,3 +58,6 @@ class SecondaryConfig:
     fsync: bool = True
     seed: int | None = None  # seeds the fail-rate dice, for reproducible runs
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)

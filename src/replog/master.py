@@ -23,7 +23,8 @@ from replog.datadir import Opened
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
 from replog.log import BATCH, BATCH_MORE, Log, chain
-from replog.progress import Status
+from replog.metrics import MasterMetrics, NotReady, short_url
+from replog.progress import Progress, Status
 from replog.protocol import Fence, WriteRequest
 from replog.recovery import Position, choose_donor, counts_itself, next_epoch, promises_needed
 from replog.replicator import Replicator
@@ -113,6 +114,7 @@ class Master:
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self._history = False  # a node answered with a log: this is no new cluster
         self.recovery_error: str | None = None  # why the last election round failed, for /health
+        self._awaiting: tuple[list[str], int] | None = None  # (promised, needed) last logged as awaiting_promises
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
@@ -147,6 +149,10 @@ class Master:
             for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))
         ]
         self._writable = self._has_quorum()
+        self._quorum_lost = False  # quorum was lost since start-up: reaching it again is worth a line
+        self.appended = 0  # entries appended by client writes (for /metrics)
+        self.metrics = MasterMetrics(self)
+        self._summarized = (0, 0)  # (writes, entries appended) at the last summary line
         # Under failover (replog.node): whether this master's lease deadline is still ahead, checked
         # before every answer to a write; who to tell when it is deposed; and the rollbacks it drives.
         self.lease_valid: Callable[[], bool] = lambda: True
@@ -155,6 +161,12 @@ class Master:
 
     def attach_disk(self, commit: GroupCommit) -> None:
         self.commit = commit
+
+    @property
+    def log_epoch(self) -> int:
+        """The epoch whose master's log this log is a prefix of: ours once recovery is done, the one it
+        started with before (a master deposed while recovering never held its own epoch's log)."""
+        return self._saved_epoch
 
     @property
     def durable(self) -> int:
@@ -240,9 +252,12 @@ class Master:
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:
-            self.logger.info(
-                "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
-            )
+            waiting = (sorted(promised), need)
+            if waiting != self._awaiting:  # once per change, not once per round while a node is down
+                self._awaiting = waiting
+                self.logger.info(
+                    "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
+                )
             return False
         own = Position(
             None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq
@@ -314,7 +329,8 @@ class Master:
         agree = await self._agreement(transport, min(log.last_seq, donor.seq)) if log.last_seq else 0
         if agree < log.last_seq:
             await self._roll_back(agree, epoch)
-        self.logger.warning("recovering_entries", donor=donor.url, first=log.last_seq + 1, last=donor.seq)
+        if log.last_seq < donor.seq:
+            self.logger.info("recovering_entries", donor=donor.url, first=log.last_seq + 1, last=donor.seq)
         while log.last_seq < donor.seq:
             reply, entries = await transport.entries(log.last_seq, 5000)
             if reply.log != log.log_id or not entries:
@@ -383,10 +399,13 @@ class Master:
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
-            if writable:
+            if not writable:
+                self._quorum_lost = True
+                self.logger.warning("quorum_lost", available=self._available(), needed=self.config.majority)
+            elif self._quorum_lost:
                 self.logger.info("quorum_regained", available=self._available())
-            else:
-                self.logger.warning("quorum_lost", available=self._available())
+            else:  # the first time, at start-up: no transition, the secondaries' own lines say they are up
+                self.logger.debug("quorum_reached", available=self._available())
 
     def _on_stale(self, epoch: int) -> None:
         """A node promised a newer epoch: another master exists. Stop at once (SPEC "Deposition")."""
@@ -496,6 +515,11 @@ class Master:
     def _available(self) -> int:
         return 1 + sum(1 for r in self.replicators if r.progress.available)
 
+    @property
+    def available(self) -> int:
+        """Nodes that count towards the quorum now, the master included."""
+        return self._available()
+
     def _has_quorum(self) -> bool:
         return not self.config.quorum_check or self._available() >= self.config.majority
 
@@ -525,7 +549,24 @@ class Master:
         """Append (or find, for a retried id) and wait for the write concern.
 
         Raises a Refusal: NoQuorum, NotMaster, DiskFailed, IdConflict, ReservedId, WriteConcernTimeout.
+        Every write is counted in the metrics, by w and outcome, with its duration.
         """
+        started = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            result = await self._write(req)
+            outcome = "created" if result.created else "duplicate"
+            return result
+        except errors.Refusal as exc:
+            outcome = exc.code
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client went away
+            raise
+        finally:
+            self.metrics.record_write(req.w, outcome, time.perf_counter() - started)
+
+    async def _write(self, req: WriteRequest) -> WriteResult:
         self._check_taking_writes()
         first = self._find(req)
         created = first is None
@@ -581,6 +622,7 @@ class Master:
         for i, (id_, _, flags) in enumerate(items):
             self.ids.add(first + i, id_, flags)
         last = self.log.last_seq
+        self.appended += n
         self.logger.debug("appended", first=first, last=last)
         if self.commit is not None:
             # The master counts itself once the entries are on disk (GroupCommit calls durable_to).
@@ -620,6 +662,53 @@ class Master:
         return {"seq": first, "id": self.log.id_of(first), "text": self.log.text(first), "w": req.w, "acks": acks}
 
     # -- reads ---------------------------------------------------------------------
+
+    @property
+    def unconsulted(self) -> list[str]:
+        """Secondaries that did not promise at start-up and have not caught up with our log since.
+
+        A secondary that started a little after the master (a fresh cluster) and has since taken our
+        epoch as its log epoch, holding at least the start-up log, was consulted in effect: its log is ours.
+        """
+        if self.recovering:
+            return []
+        return [r.url for r in self.replicators if r.url not in self.consulted and not self._caught_up(r.progress)]
+
+    def _caught_up(self, p: Progress) -> bool:
+        return p.status is not Status.DIVERGED and p.log_epoch == self.epoch and p.match >= self.start_end
+
+    def not_ready(self) -> NotReady:
+        """Why this master cannot take writes now (reason code, sentence), or None: GET /readyz."""
+        if self.failed is not None:
+            return "failed", f"the master stopped taking writes: {self.failed}"
+        if self.deposed:
+            return "deposed", "a newer master has taken over; this one takes no writes"
+        if self.disk_failed is not None:
+            return "disk_failed", f"the master cannot write its log to disk: {self.disk_failed}"
+        if self.recovering:
+            return "recovering", "the master is recovering its log from a majority of the nodes"
+        if not self._writable:
+            return (
+                "no_quorum",
+                f"fewer than {self.config.majority} of {self.config.nodes} nodes are reachable; the master is read-only",
+            )
+        return None
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the periodic summary line says: writes and entries since the last line, the seq and each
+        secondary's lag; None when nothing happened and every secondary is caught up."""
+        writes, appended = self.metrics.write_count, self.appended
+        last = self.log.last_seq
+        lags = [max(0, last - r.progress.match) for r in self.replicators]
+        before, self._summarized = self._summarized, (writes, appended)
+        if (writes, appended) == before and not any(lags):
+            return None
+        return {
+            "writes": writes - before[0],
+            "entries": appended - before[1],
+            "seq": last,
+            "lag": {short_url(r.url): lag for r, lag in zip(self.replicators, lags, strict=True)},
+        }
 
     @property
     def status(self) -> str:
@@ -666,7 +755,7 @@ class Master:
             "deposed": self.deposed,
             "failed": self.failed,
             "disk_error": self.disk_failed,
-            "unconsulted": [] if self.recovering else [r.url for r in self.replicators if r.url not in self.consulted],
+            "unconsulted": self.unconsulted,
             "fsyncs": None if self.commit is None else self.commit.syncs,
             "uptime": round(now - self._started, 3),
             "secondaries": secondaries,

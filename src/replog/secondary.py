@@ -13,7 +13,9 @@ import structlog
 from aiohttp import web
 
 from replog import errors
+from replog.auth import Guard
 from replog.config import SecondaryConfig
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
@@ -28,6 +30,7 @@ from replog.http import (
     read_body,
 )
 from replog.log import BATCH_MORE, GENESIS, Log
+from replog.metrics import NotReady, SecondaryMetrics, log_summaries, metrics_handler, readyz_handler
 from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import Conflict, ReorderBuffer
 from replog.storage import Meta, Record
@@ -51,8 +54,17 @@ class Secondary:
         self.log_epoch = opened.meta.log_epoch  # our whole log is a prefix of this epoch's master's log
         self.disk = opened.disk
         self.tail = Tail(lambda: self.durable)  # readers waiting for the gap-free durable prefix to grow
+        self.metrics = SecondaryMetrics(self)
+        self.received_entries = 0  # entries that arrived in replication requests, resent ones too (for /metrics)
+        self.received_bytes = 0  # bytes of those requests' bodies
+        self._summarized = 0  # received_entries at the last summary line
         self.commit = (
-            GroupCommit(opened.disk, on_durable=lambda _: self.tail.notify(), on_failed=self._disk_failed)
+            GroupCommit(
+                opened.disk,
+                on_durable=lambda _: self.tail.notify(),
+                on_failed=self._disk_failed,
+                on_sync=self.metrics.fsynced,
+            )
             if opened.disk is not None
             else None
         )
@@ -123,6 +135,21 @@ class Secondary:
                 self.buffer.reset()  # entries held behind a gap came from an older master
                 self.logger.info("promised", epoch=fence.epoch, master=fence.master)
 
+    def not_ready(self) -> NotReady:
+        """Why this secondary cannot store what the master sends (reason code, sentence), or None: GET /readyz."""
+        if self.failed is not None:
+            return "disk_failed", f"this secondary cannot write to its disk: {self.failed}"
+        return None
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the periodic summary line says: entries received since the last line, the durable seq and
+        the entries held behind a gap; None when nothing arrived."""
+        received, before = self.received_entries, self._summarized
+        self._summarized = received
+        if received == before:
+            return None
+        return {"received": received - before, "seq": self.durable, "buffered": len(self.buffer.pending)}
+
     def check_disk(self) -> None:
         if self.failed is not None:
             raise errors.DiskFailed(f"this secondary cannot write to its disk: {self.failed}")
@@ -136,6 +163,8 @@ class Secondary:
 
     async def replicate(self, body: bytes, fence: Fence) -> dict[str, Any]:
         req = parse_replicate(body)
+        self.received_entries += len(req.entries)
+        self.received_bytes += len(body)
         if self.config.delay > 0:
             await asyncio.sleep(self.config.delay)
         self.check_disk()
@@ -314,6 +343,7 @@ async def get_health(request: web.Request) -> web.Response:
 def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.Application:
     """The secondary's application; with a data dir its log is loaded here, before it listens."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    Guard(config.cluster_key, config.token_file).install(app)  # replog.auth: who may call which route
     secondary = Secondary(config, reset=reset)
     app[SECONDARY] = secondary
 
@@ -322,9 +352,12 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
         task = asyncio.create_task(commit.run(), name="group commit") if commit is not None else None
         if task is not None:
             task.add_done_callback(_report_death(secondary))
+        summary = asyncio.create_task(log_summaries(secondary.summary, config.summary_interval), name="summary")
         try:
             yield
         finally:
+            summary.cancel()
+            await asyncio.gather(summary, return_exceptions=True)
             if commit is not None:
                 await commit.close()  # waits until no worker thread uses the disk, then closes it
             if task is not None:
@@ -340,6 +373,8 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.router.add_get("/messages/stream", stream_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
+    app.router.add_get("/metrics", metrics_handler(lambda app: app[SECONDARY].metrics))
+    app.router.add_get("/readyz", readyz_handler(lambda app: app[SECONDARY], "secondary"))
     return app
 
 
@@ -349,8 +384,9 @@ def _secondary_log(app: web.Application) -> tuple[Log, int, str | None]:
 
 
 def add_read_routes(app: web.Application) -> None:
-    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of a secondary."""
+    """GET /livez, /openapi.json, /log (the raw log, for `replog export`) and the dashboard (/ and /ui/) of a secondary."""
     app.router.add_get("/livez", livez)
+    add_dashboard_routes(app)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_secondary_log))
 

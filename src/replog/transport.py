@@ -5,6 +5,7 @@ Every request carries the master's fence (epoch and id); every answer carries th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -117,12 +118,15 @@ class HttpTransport:
         *,
         replicate_timeout: float,
         health_timeout: float,
+        cluster_key: str | None = None,
     ) -> None:
         self.url = url
         self._session = session
         self._fence = fence  # the master's current epoch and id, sent with every request once it has one
         self._replicate_timeout = aiohttp.ClientTimeout(total=replicate_timeout)
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
+        # Every internal call proves the cluster key (SPEC "Security"); never logged nor put in an error.
+        self._auth = {"Authorization": f"Bearer {cluster_key}"} if cluster_key is not None else {}
 
     async def _exchange(
         self, method: str, path: str, timeout: aiohttp.ClientTimeout, body: bytes | None = None
@@ -130,7 +134,7 @@ class HttpTransport:
         """One request: (status, decoded JSON body). TransportError if unreachable or not JSON;
         Stale if the node has promised a newer epoch."""
         fence = self._fence()
-        headers = fence.headers() if fence is not None else {}
+        headers = {**self._auth, **(fence.headers() if fence is not None else {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -139,7 +143,13 @@ class HttpTransport:
             ) as resp:
                 payload = await resp.read()
                 status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # Short: it goes into every status line of a secondary that is down.
+            errno = exc.os_error.errno
+            raise TransportError(f"cannot connect: {os.strerror(errno) if errno else exc.os_error}") from None
+        except TimeoutError:
+            raise TransportError(f"no answer within {timeout.total} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
             data = jsoncodec.loads(payload)

@@ -177,3 +177,16 @@ def test_a_wiped_etcd_hands_out_stale_epochs_which_are_refused_and_logged(nodes:
     wait_until(no_stale_master, timeout=TTL * 10 + 10, interval=0.1, what="a node to refuse a stale epoch")
     events = [e for n in nodes for e in n.events() if e.get("event") == "etcd_epoch_stale"]
     assert all(e["epoch"] <= e["known"] for e in events)
+
+
+def test_a_master_without_a_majority_for_a_few_lease_periods_resigns_the_key(nodes: list[Node]) -> None:
+    master = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master taking writes")
+    for node in nodes:
+        if node is not master:
+            node.kill()
+
+    def resigned() -> bool:
+        events = [e.get("event") for e in master.events()]
+        return "no_promise_majority" in events and "resigned" in events[events.index("no_promise_majority") :]
+
+    wait_until(resigned, timeout=TTL * 3 + 10, interval=0.1, what="the lone master to resign")

@@ -43,10 +43,16 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
         time.sleep(interval)
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One HTTP request with a JSON body; (status, decoded JSON). Raises OSError when unreachable."""
+def http_json(
+    method: str, url: str, body: Any = None, timeout: float = 10.0, token: str | None = None
+) -> tuple[int, Any]:
+    """One HTTP request with a JSON body (and token, if given, as Authorization: Bearer); (status, decoded
+    JSON). Raises OSError when unreachable."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -69,6 +75,7 @@ class Node:
         log_path: Path,
         host: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
         self.role = role
         self.port = port
@@ -79,6 +86,7 @@ class Node:
         self.env = dict(env or {})  # extra environment of the process (inherited REPLOG_* variables are dropped)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.token = token  # what this harness presents on its own calls (a token, or the cluster key)
 
     def command(self) -> list[str]:
         return [
@@ -127,11 +135,11 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
-        status, data = http_json("GET", self.url + "/health", timeout=timeout)
+        status, data = http_json("GET", self.url + "/health", timeout=timeout, token=self.token)
         return data
 
     def messages(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        status, data = http_json("GET", self.url + "/messages", timeout=timeout)
+        status, data = http_json("GET", self.url + "/messages", timeout=timeout, token=self.token)
         if status != 200:
             raise ClusterError(f"GET /messages on {self.url} answered {status}: {data}")
         return data["messages"]
@@ -209,27 +217,39 @@ class LocalCluster:
         workdir: str | os.PathLike[str] | None = None,
         heartbeat_interval: float | None = 0.2,
         host: str = "127.0.0.1",
+        cluster_key: str | None = None,
     ) -> None:
+        """cluster_key, if given, is written to a file in the workdir that every node reads
+        (--cluster-key-file); the harness's own calls present it too (it is good wherever a token is)."""
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-cluster-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster_key = cluster_key
+        keyed: list[str] = []
+        if cluster_key is not None:
+            key_file = self.workdir / "cluster.key"
+            key_file.touch(mode=0o600)
+            key_file.write_text(cluster_key + "\n")
+            keyed = ["--cluster-key-file", str(key_file)]
         self.secondaries: list[Node] = []
         for i in range(secondaries):
-            args = list(secondary_args)
+            args = [*keyed, *secondary_args]
             if i < len(delays) and delays[i]:
                 args += ["--delay", str(delays[i])]
             if i < len(fail_rates) and fail_rates[i]:
                 args += ["--fail-rate", str(fail_rates[i])]
             if data_dirs:
                 args += ["--data-dir", str(self.workdir / f"s{i + 1}")]
-            self.secondaries.append(Node("secondary", free_port(host), args, self.workdir / f"s{i + 1}.log", host))
-        margs = [a for s in self.secondaries for a in ("--secondary", s.url)]
+            self.secondaries.append(
+                Node("secondary", free_port(host), args, self.workdir / f"s{i + 1}.log", host, token=cluster_key)
+            )
+        margs = [*keyed, *(a for s in self.secondaries for a in ("--secondary", s.url))]
         if heartbeat_interval is not None:
             margs += ["--heartbeat-interval", str(heartbeat_interval)]
         if data_dirs:
             margs += ["--data-dir", str(self.workdir / "m")]
         margs += list(master_args)
-        self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host)
+        self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host, token=cluster_key)
 
     def route_secondary(self, index: int, url: str) -> None:
         """Have the master reach secondary `index` at url (a proxy in front of it, say) instead of its own URL.
@@ -280,7 +300,7 @@ class LocalCluster:
         body = dict(fields)
         if message is not None:
             body["message"] = message
-        return http_json("POST", self.master.url + "/messages", body, timeout=timeout)
+        return http_json("POST", self.master.url + "/messages", body, timeout=timeout, token=self.master.token)
 
     def stop(self) -> None:
         for node in self.nodes:
