@@ -328,6 +328,127 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
     )
 
 
+@main.command()
+@click.option("--name", required=True, envvar="REPLOG_NAME", help="This node's name in the cluster (unique, stable).")
+@click.option(
+    "--advertise",
+    default=None,
+    envvar="REPLOG_ADVERTISE",
+    help="The base URL other nodes and clients reach this node at (default: http://HOST:PORT).",
+)
+@click.option(
+    "--etcd",
+    "etcd",
+    required=True,
+    multiple=True,
+    callback=_split_urls,
+    envvar="REPLOG_ETCD",
+    help="etcd client URLs; repeat it, or give a space- or comma-separated list.",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(1),
+    required=True,
+    envvar="REPLOG_NODES",
+    help="The cluster's size N: a majority of N promises is needed to take writes, whoever is registered.",
+)
+@click.option(
+    "--cluster",
+    default="replog",
+    show_default=True,
+    envvar="REPLOG_CLUSTER",
+    help="The cluster's name: its keys live under /replog/<cluster>/ in etcd.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    envvar="REPLOG_LEASE_TTL",
+    help="Seconds of this node's etcd lease: a dead master's key goes after it; a cut-off master stops before it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="REPLOG_PORT",
+    help="Port to listen on.",
+)
+@click.option(
+    "--default-w",
+    type=WType(),
+    default="majority",
+    show_default=True,
+    envvar="REPLOG_DEFAULT_W",
+    help='Write concern of a write that names none, while this node is the master: 1..N, "majority" or "all".',
+)
+@click.option(
+    "--w-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    envvar="REPLOG_W_TIMEOUT",
+    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.01),
+    default=0.5,
+    show_default=True,
+    envvar="REPLOG_HEARTBEAT_INTERVAL",
+    help="Seconds between the master's heartbeats to each node (and between its promise rounds).",
+)
+@server_options
+def node(
+    name: str,
+    advertise: str | None,
+    etcd: tuple[str, ...],
+    nodes: int,
+    port: int,
+    default_w: int | str,
+    loop_name: str,
+    log_format: str,
+    log_level: str,
+    fsync: str,
+    **kw: Any,
+) -> None:
+    """Run a node that etcd makes master or secondary (automatic failover; see docs/failover.md)."""
+    from replog.node import NodeConfig, build_node_app
+
+    if not etcd:
+        raise click.BadParameter("at least one etcd URL is needed", param_hint="--etcd")
+    if isinstance(default_w, int) and not 1 <= default_w <= nodes:
+        raise click.BadParameter(f"must be from 1 to {nodes} with --nodes {nodes}", param_hint="--default-w")
+    if port == 0 and advertise is None:
+        raise click.BadParameter("with --port 0, say which URL others reach this node at", param_hint="--advertise")
+    if advertise is not None and not advertise.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
+    url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
+    config = NodeConfig(
+        name=name,
+        advertise=url,
+        etcd=etcd,
+        nodes=nodes,
+        port=port,
+        default_w=default_w,
+        fsync=fsync == "always",
+        **kw,
+    )
+    _serve(
+        "node",
+        config.host,
+        port,
+        loop_name,
+        log_format,
+        log_level,
+        lambda: build_node_app(config),
+        name=name,
+        advertise=url,
+        etcd=list(etcd),
+        nodes=nodes,
+    )
+
+
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:
     """uvloop when asked for or (auto) installed; the standard loop otherwise."""
     if name != "asyncio":

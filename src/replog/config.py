@@ -31,11 +31,13 @@ class MasterConfig:
     # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    size: int = 0  # under failover (replog node --nodes N): the cluster's size, whoever is registered now
+    roll_back_diverged: bool = False  # under failover: a secondary whose tail contradicts ours rolls it back
 
     @property
     def nodes(self) -> int:
-        """Every node of the cluster, the master included."""
-        return len(self.secondaries) + 1
+        """Every node of the cluster, the master included (under failover: --nodes, fixed)."""
+        return self.size or len(self.secondaries) + 1
 
     @property
     def majority(self) -> int:

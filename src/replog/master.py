@@ -29,10 +29,20 @@ from replog.recovery import Position, choose_donor, counts_itself, next_epoch, p
 from replog.replicator import Replicator
 from replog.storage import Meta, Record
 from replog.tail import Tail
-from replog.transport import Malformed, Reply, Stale, Transport, TransportError
+from replog.transport import Malformed, Refused, Reply, Stale, Transport, TransportError
 from replog.views import MessagesView
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class EpochStale(Exception):
+    """Under failover: the epoch etcd gave this master is not above what a node (or its own data dir) has
+    promised or holds. etcd's revisions went back (etcd wiped or restored), or a newer master exists."""
+
+    def __init__(self, epoch: int, seen: int) -> None:
+        super().__init__(f"epoch {epoch} is not above epoch {seen}, which a node has promised or holds")
+        self.epoch = epoch
+        self.seen = seen
 
 
 class BadDonor(TransportError):
@@ -137,6 +147,11 @@ class Master:
             for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))
         ]
         self._writable = self._has_quorum()
+        # Under failover (replog.node): whether this master's lease deadline is still ahead, checked
+        # before every answer to a write; who to tell when it is deposed; and the rollbacks it drives.
+        self.lease_valid: Callable[[], bool] = lambda: True
+        self.on_deposed: Callable[[str], None] | None = None
+        self._repairs: dict[int, asyncio.Task[None]] = {}
 
     def attach_disk(self, commit: GroupCommit) -> None:
         self.commit = commit
@@ -149,10 +164,12 @@ class Master:
 
     # -- election and start-up recovery ----------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, epoch: int | None = None) -> None:
         """Before taking writes: win an epoch from a majority, then take the most up-to-date log.
 
         Rounds repeat (one per heartbeat interval) until a round succeeds; see SPEC "Epochs and fencing".
+        epoch: under failover, the epoch etcd gave (the leader key's create-revision) instead of one
+        proposed past every epoch seen; EpochStale if a node has promised or holds that epoch or a newer one.
         """
         proposal, seen = 0, 0
         while True:
@@ -163,13 +180,21 @@ class Master:
                 positions = await self._positions()
                 seen = max([seen, *(e for r in positions.values() for e in self._epochs(r, proposal))])
                 self._history = self._history or any(r.log is not None or r.seq > 0 for r in positions.values())
-                proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                if epoch is None:
+                    proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                else:
+                    proposal = epoch
+                    highest = max(self._saved_epoch, self._saved_promise, seen)
+                    if highest >= epoch:
+                        raise EpochStale(epoch, highest)
                 self.fence = Fence(proposal, self.id)
                 if await self._round(proposal, seen):
                     return
             except (TransportError, Stale) as exc:
                 if isinstance(exc, Stale):
                     seen = max(seen, exc.epoch)
+                    if epoch is not None and not exc.foreign(self.log.log_id):
+                        raise EpochStale(epoch, exc.epoch) from None
                 self.recovery_error = str(exc)
                 if isinstance(exc, (BadDonor, Malformed)):
                     self.logger.error("recovery_donor_refused", epoch=proposal, error=str(exc))
@@ -351,6 +376,10 @@ class Master:
             r.notify()
 
     def _on_status(self, node: int, before: Status, after: Status) -> None:
+        if after is Status.DIVERGED and self.config.roll_back_diverged:
+            task = self._repairs.get(node)
+            if task is None or task.done():
+                self._repairs[node] = asyncio.ensure_future(self._repair(node))
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
@@ -363,11 +392,82 @@ class Master:
         """A node promised a newer epoch: another master exists. Stop at once (SPEC "Deposition")."""
         if self.deposed or self.recovering:
             return
+        self.depose("a node promised a newer epoch", newer=epoch)
+
+    def depose(self, reason: str, **kw: Any) -> None:
+        """Stop taking writes at once: every waiting write answers 503 not_master (its outcome is unknown,
+        the client retries with the same id). Under failover also: the lease or the leader key was lost."""
+        if self.deposed:
+            return
         self.deposed = True
-        self.logger.error("deposed", epoch=self.epoch, newer=epoch)
+        self.logger.error("deposed", epoch=self.epoch, reason=reason, **kw)
         self._fail_waiters(
             errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None)
         )
+        if self.on_deposed is not None:
+            self.on_deposed(reason)
+
+    # -- failover: membership and rollbacks ------------------------------------------
+
+    def add_secondary(self, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
+        """A node joined (under failover, membership comes from etcd): replicate to it too. The caller
+        runs the replicator once recovery is done; promise rounds still running consult it at once."""
+        config = self.config
+        if len(self.replicators) + 1 >= config.nodes:
+            raise ValueError(f"a cluster of {config.nodes} nodes has no room for {url}")
+        replicator = Replicator(
+            len(self.replicators) + 1,
+            url,
+            self.log,
+            transport,
+            encode=self._encode,
+            on_progress=self._on_progress,
+            on_status=self._on_status,
+            on_stale=self._on_stale,
+            epoch=lambda: 0 if self.deposed or self.failed else self.epoch,
+            durable=lambda: self.durable,
+            batch_max_count=config.batch_max_count,
+            batch_max_bytes=config.batch_max_bytes,
+            window=config.replication_window,
+            backoff=Backoff(config.backoff_base, config.backoff_cap),
+            heartbeat_interval=config.heartbeat_interval,
+            suspect_after=config.suspect_after,
+            unhealthy_after=config.unhealthy_after,
+            sleep=self._sleep,
+            **replicator_kw,
+        )
+        self.replicators.append(replicator)
+        self._transports.append(transport)
+        return replicator
+
+    async def _repair(self, node: int) -> None:
+        """Under failover: a secondary whose log contradicts ours (the unreplicated tail of a deposed
+        master, say) rolls back what lies past the last seq where our logs agree; the heartbeat then
+        sees it as a new incarnation that agrees with us, and replication goes on from there."""
+        replicator = self.replicators[node - 1]
+        transport = self._transports[node - 1]
+        while replicator.progress.status is Status.DIVERGED and not self.deposed and not self.recovering:
+            try:
+                reply = await transport.health(self.log.last_seq)
+                if reply.log is not None and reply.log != self.log.log_id and reply.seq > 0:
+                    self.logger.error("secondary_foreign_log", secondary=replicator.url, log=reply.log)
+                    return  # another cluster's log: never ours to cut
+                keep = await self._agreement(transport, min(self.durable, reply.seq))
+                await transport.roll_back(keep, self.log.hash(keep))
+                self.logger.warning("secondary_rolled_back", secondary=replicator.url, keep=keep, had=reply.seq)
+                return
+            except Stale as exc:
+                if not exc.foreign(self.log.log_id):
+                    self._on_stale(exc.epoch)
+                return
+            except (TransportError, Refused) as exc:
+                self.logger.info("rollback_retry", secondary=replicator.url, error=str(exc))
+            await self._sleep(self.config.heartbeat_interval)
+
+    def close(self) -> None:
+        """Cancel the rollbacks this master drives (its owner cancels and awaits everything else)."""
+        for task in self._repairs.values():
+            task.cancel()
 
     def _on_disk_failed(self, exc: BaseException) -> None:
         if self.disk_failed is not None:
@@ -407,6 +507,9 @@ class Master:
             raise errors.Failed(f"the master stopped taking writes: {self.failed}")
         if self.deposed:
             raise errors.NotMaster("this master was deposed by a newer one", master=None)
+        if not self.lease_valid():
+            # Under failover: past our own lease deadline another node may hold the leader key already.
+            raise errors.NotMaster("this master's lease ran out; retry with the same id", master=None)
         if self.recovering:
             # Read-only like any loss of quorum: no majority has promised yet (or it is copying from one).
             raise errors.NoQuorum(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from replog import errors
 from replog.config import SecondaryConfig
-from replog.datadir import open_log
+from replog.datadir import Opened, open_log
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
 from replog.http import (
@@ -39,9 +39,11 @@ from replog.views import MessagesView
 class Secondary:
     """A secondary's state: its log, its promise, the entries held behind a gap, its incarnation."""
 
-    def __init__(self, config: SecondaryConfig, *, reset: bool = False) -> None:
+    def __init__(self, config: SecondaryConfig, *, reset: bool = False, opened: Opened | None = None) -> None:
+        """opened: under failover, the log a deposed master hands over in memory (else opened here)."""
         self.config = config
-        opened = open_log(config.data_dir, fsync=config.fsync, reset=reset)
+        if opened is None:
+            opened = open_log(config.data_dir, fsync=config.fsync, reset=reset)
         self.log = opened.log  # its identity is a placeholder until the first batch (adopted False)
         self.adopted = opened.had_log  # whether log.log_id is a master's
         self.promised = opened.meta.promised  # highest epoch promised ...
@@ -201,6 +203,50 @@ class Secondary:
             if self.log_epoch != fence.epoch and fence.epoch == self.promised and self.durable == end:
                 await self._save(log_epoch=fence.epoch)
                 self.logger.info("log_epoch_taken", epoch=fence.epoch, seq=end)
+
+    async def roll_back(self, fence: Fence, keep: int, keep_hash: bytes) -> dict[str, Any]:
+        """Under failover: remove our entries past keep, where our log and the master's agree (keep_hash is
+        its chain value there), because the master's log contradicts them (SPEC "Contradicting tails").
+
+        Only for a master whose epoch is our promise (promised now if newer) and above our log epoch: a
+        master of our own log epoch never contradicts us. The removed entries go to the rollback file
+        first (logged without a data dir), then the log is cut; we answer as a new incarnation, so the
+        master believes our lower seq and drops answers sent before the cut."""
+        self.check_disk()
+        await self.fence(fence, promise=True)
+        async with self._meta_lock:
+            if fence.epoch != self.promised or fence.master != self.promised_to or fence.epoch <= self.log_epoch:
+                raise errors.StaleEpoch(
+                    f"a rollback needs the promised epoch above log epoch {self.log_epoch}",
+                    **self.status(),
+                    epoch=self.promised,
+                )
+            log = self.log
+            if self.commit is not None:
+                await self.commit.wait_durable(log.last_seq)
+            if keep > log.last_seq or log.hash(keep) != keep_hash:
+                raise errors.EntryConflict(
+                    f"this node's log does not agree with the master's at seq {keep}", **self.status()
+                )
+            removed = log.hashed(keep + 1, log.last_seq)
+            where: str | None = None
+            if self.commit is not None:
+                try:
+                    where = await self.commit.truncate(keep, (fence.epoch, keep + 1, [Record(*r) for r in removed]))
+                except (OSError, DiskWriteFailed) as exc:
+                    self._disk_failed(exc)
+                    raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
+            else:
+                for i, (id_, text, flags, h) in enumerate(removed):
+                    self.logger.warning(
+                        "rolled_back_entry", seq=keep + 1 + i, id=id_, text=text, flags=flags, hash=h.hex()
+                    )
+            log.truncate(keep)
+            self.buffer.reset()
+            self.view = MessagesView(log)  # its cached encodings may hold the entries just removed
+            self.incarnation = uuid.uuid4().hex
+            self.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=fence.epoch, file=where)
+        return self.status()
 
     def entries(self, since: int, limit: int) -> list[list[object]]:
         """Durable entries after since, at most limit of them but never part of a client batch."""

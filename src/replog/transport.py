@@ -103,6 +103,8 @@ class Transport(Protocol):
 
     async def entries(self, since: int, limit: int) -> tuple[Reply, list[tuple[int, str | None, str, int, bytes]]]: ...
 
+    async def roll_back(self, keep: int, keep_hash: bytes) -> Reply: ...
+
 
 class HttpTransport:
     """Talks to one secondary over the app's shared ClientSession."""
@@ -172,6 +174,12 @@ class HttpTransport:
     async def health(self, at: int) -> Reply:
         """The node's position, with its chain value at min(its seq, at)."""
         return self._ok(*await self._exchange("GET", f"/health?at={at}", self._health_timeout))
+
+    async def roll_back(self, keep: int, keep_hash: bytes) -> Reply:
+        """Under failover: ask the node to roll back its entries past keep, where its chain value must be
+        keep_hash (the last seq where our logs agree); its position afterwards, as a new incarnation."""
+        body = jsoncodec.dumps({"keep": keep, "hash": keep_hash.hex()})
+        return self._ok(*await self._exchange("POST", "/rollback", self._replicate_timeout, body))
 
     async def entries(self, since: int, limit: int) -> tuple[Reply, list[tuple[int, str | None, str, int, bytes]]]:
         """Durable entries after since (at most about limit, whole client batches) and the node's status."""

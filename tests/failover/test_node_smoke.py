@@ -1,0 +1,124 @@
+"""`replog node` end to end, smallest whole: etcd and three nodes, a w=2 write, SIGKILL of the master,
+a new master that takes writes and still holds the old write. (The heavier scenarios live beside it.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from replog.tools.cluster import Node, free_port, http_json, wait_until
+
+TTL = 2
+
+
+def start_nodes(tmp_path: Path, etcd_url: str, count: int = 3) -> list[Node]:
+    nodes = []
+    for i in range(count):
+        port = free_port()
+        name = f"n{i}"
+        args = [
+            *("--name", name, "--etcd", etcd_url, "--nodes", str(count), "--cluster", "smoke"),
+            *("--lease-ttl", str(TTL), "--heartbeat-interval", "0.2", "--data-dir", str(tmp_path / name)),
+        ]
+        node = Node("node", port, args, tmp_path / f"{name}.log")
+        nodes.append(node)
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_listening()
+    return nodes
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, etcd) -> Iterator[list[Node]]:
+    started = start_nodes(tmp_path, etcd.url)
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.kill()
+
+
+def the_master(nodes: list[Node]) -> Node | None:
+    """The one live node that answers as a master taking writes (recovered, not deposed)."""
+    found = []
+    for node in nodes:
+        if not node.running:
+            continue
+        try:
+            health = node.health(timeout=1.0)
+        except OSError:
+            continue
+        if health.get("role") == "master" and health.get("status") == "ok" and not health.get("recovering"):
+            found.append(node)
+    assert len(found) <= 1, f"two masters take writes: {[n.url for n in found]}"
+    return found[0] if found else None
+
+
+def texts(node: Node) -> list[str] | None:
+    """What the node shows, or None while it answers 503 (changing roles)."""
+    status, body = http_json("GET", node.url + "/messages", timeout=5)
+    return [m["text"] for m in body["messages"]] if status == 200 else None
+
+
+def test_a_killed_master_is_replaced_and_its_acknowledged_write_survives(nodes: list[Node]) -> None:
+    master = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master taking writes")
+    status, body = http_json("POST", master.url + "/messages", {"message": "before", "w": 2})
+    assert status == 201, body
+    assert body["acks"] >= 2
+
+    # A secondary answers a write with not_master and names the master (once it has read the leader key).
+    secondary = next(n for n in nodes if n is not master)
+
+    def misdirected() -> dict | None:
+        status, body = http_json("POST", secondary.url + "/messages", {"message": "misdirected", "w": 2})
+        assert status == 503 and body["error"] == "not_master", body
+        return body if body["master"] is not None else None
+
+    assert wait_until(misdirected, timeout=5, what="the secondary to name the master")["master"] == master.url
+
+    master.kill()
+    survivors = [n for n in nodes if n is not master]
+    successor = wait_until(lambda: the_master(survivors), timeout=TTL * 6 + 10, interval=0.1, what="a new master")
+    status, body = http_json("POST", successor.url + "/messages", {"message": "after", "w": 2})
+    assert status == 201, body
+    assert successor.health()["epoch"] > 0
+    assert [m["text"] for m in successor.messages()] == ["before", "after"]
+    for node in survivors:
+        wait_until(lambda n=node: n.texts() == ["before", "after"], timeout=10, what=f"{node.url} to hold both")
+
+
+def test_a_deposed_master_rolls_back_its_unreplicated_tail_into_the_rollback_file(
+    nodes: list[Node], tmp_path: Path
+) -> None:
+    """The old master holds w=1 writes no other node has; cut off past its lease, it is replaced, and when it
+    comes back it rejoins as a secondary: its tail goes to DATA_DIR/rollback/, its log becomes the new one."""
+    master = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master taking writes")
+    status, body = http_json("POST", master.url + "/messages", {"message": "kept", "w": 3})
+    assert status == 201, body
+    others = [n for n in nodes if n is not master]
+    for node in others:
+        node.kill()  # the master's w=1 writes reach no one (a killed node drops what was in flight to it)
+    for i in range(3):
+        status, body = http_json("POST", master.url + "/messages", {"message": f"tail{i}", "w": 1})
+        assert status == 201, body
+    master.pause()
+    for node in others:
+        node.start(wait=False)
+    successor = wait_until(lambda: the_master(others), timeout=TTL * 6 + 10, interval=0.1, what="a new master")
+    status, body = http_json("POST", successor.url + "/messages", {"message": "new", "w": 2})
+    assert status == 201, body
+    master.resume()  # past its deadline: it answers no write, steps down and rejoins
+    wait_until(
+        lambda: texts(master) == ["kept", "new"], timeout=TTL * 6 + 10, what="the old master to hold the new log"
+    )
+    data_dir = Path(master.args[master.args.index("--data-dir") + 1])
+    files = list((data_dir / "rollback").glob("*.jsonl"))
+    assert len(files) == 1, files
+    rolled = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert [(r["seq"], r["text"]) for r in rolled] == [(2, "tail0"), (3, "tail1"), (4, "tail2")]
+    events = [e["event"] for e in master.events()]
+    assert "rejoined_as_secondary" in events and "rolled_back" in events
