@@ -179,9 +179,13 @@ def test_a_node_that_was_master_rolls_back_exactly_its_unreplicated_w1_tail(fail
                 tail.append((body["seq"], f"tail-{i}"))
     finally:
         fc.kill(old)
+        # The master's replication requests wait unread in the stopped secondaries' sockets: resumed, they
+        # would take the tail (and a new master would keep it). Killed while stopped, they never read them.
         for node in secondaries:
-            fc.resume(node)
+            fc.kill(node)
     assert tail, "the master acknowledged no w=1 write while its secondaries were stopped"
+    for node in secondaries:
+        fc.restart(node)
     new = fc.wait_master(FAILOVER_DEADLINE)
     for i in range(3):
         assert post(new.url, f"after-{i}", w="majority")[0] == 201
