@@ -165,7 +165,7 @@ class Node:
         secondary.tail.close()
         await self._cancel_role_tasks(secondary.commit)
         if self.config.data_dir is not None:
-            return open_log(self.config.data_dir, fsync=self.config.fsync)
+            return await self._open_disk()
         meta = Meta(
             log_id=secondary.log.log_id if secondary.adopted else None,
             promised=secondary.promised,
@@ -173,6 +173,10 @@ class Node:
             log_epoch=secondary.log_epoch,
         )
         return Opened(secondary.log, meta, None, False)  # no disk: its own vote never counts
+
+    async def _open_disk(self) -> Opened:
+        """Lock and load the data dir again, in a thread: a long log must not stall the event loop."""
+        return await asyncio.to_thread(open_log, self.config.data_dir, fsync=self.config.fsync)
 
     async def _cancel_role_tasks(self, commit: GroupCommit | None) -> None:
         tasks, self._role_tasks = self._role_tasks, []
@@ -303,7 +307,7 @@ class Node:
             await self._cancel_role_tasks(master.commit)
             await self._resign(epoch)
             if self.config.data_dir is not None:
-                self.secondary = Secondary(self.secondary_config)
+                self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
             else:
                 meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
                 opened = Opened(master.log, meta, None, True)

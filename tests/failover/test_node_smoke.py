@@ -4,6 +4,8 @@ a new master that takes writes and still holds the old write. (The heavier scena
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,15 +82,27 @@ def test_a_killed_master_is_replaced_and_its_acknowledged_write_survives(nodes: 
 
     assert wait_until(misdirected, timeout=5, what="the secondary to name the master")["master"] == master.url
 
+    # `replog post` sent to a secondary follows not_master to the master.
+    out = subprocess.run(
+        [sys.executable, "-m", "replog", "post", "followed", "-w", "2", "--json", "--master", secondary.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["acks"] >= 2
+
     master.kill()
     survivors = [n for n in nodes if n is not master]
     successor = wait_until(lambda: the_master(survivors), timeout=TTL * 6 + 10, interval=0.1, what="a new master")
     status, body = http_json("POST", successor.url + "/messages", {"message": "after", "w": 2})
     assert status == 201, body
     assert successor.health()["epoch"] > 0
-    assert [m["text"] for m in successor.messages()] == ["before", "after"]
+    assert [m["text"] for m in successor.messages()] == ["before", "followed", "after"]
     for node in survivors:
-        wait_until(lambda n=node: n.texts() == ["before", "after"], timeout=10, what=f"{node.url} to hold both")
+        wait_until(
+            lambda n=node: texts(n) == ["before", "followed", "after"], timeout=10, what=f"{node.url} to catch up"
+        )
 
 
 def test_a_deposed_master_rolls_back_its_unreplicated_tail_into_the_rollback_file(
