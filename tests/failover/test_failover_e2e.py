@@ -145,6 +145,34 @@ def test_a_master_cut_off_from_etcd_only_steps_down_and_another_takes_writes(fai
     assert texts[0] == "before" and "under-new" in texts and "to-the-cut-off-master" not in texts, texts
 
 
+def test_a_master_that_cannot_reach_etcd_stops_acknowledging_at_its_own_lease_deadline(failover) -> None:
+    """etcd cut off from every node: nobody can be elected, so nobody deposes the master; only its own
+    deadline (the send time of its last good keep-alive plus the TTL) stops its w=1 acknowledgements."""
+    fc = failover()
+    old = fc.wait_master()
+    writer = Writer(fc, tag="d", w=1, request_timeout=2.0).start()
+    try:
+        writer.wait_acks_after(0.0, 10, 30, by={old.url})
+        cut = time.monotonic()
+        for node in fc.nodes:
+            fc.isolate(node)
+        wait_until(lambda: not is_master(fc.health(old)), LEASE_TTL + 10, what="the master to stop at its deadline")
+        stopped = time.monotonic()
+        status, body = post(old.url, "past-the-deadline", w=1)
+        assert (status, body.get("error")) == (503, "not_master"), body
+    finally:
+        stats = writer.stop()
+    last = max(a.at for a in stats.acked if a.node == old.url)
+    print(f"etcd cut: last w=1 ack {last - cut:.2f}s after the cut, role dropped {stopped - cut:.2f}s after it")
+    # (The last keep-alive was sent before the cut; the answer's trip back is the only slack.)
+    assert last - cut <= LEASE_TTL + 0.5, f"the master acknowledged a write {last - cut:.2f}s after etcd was cut"
+    fc.heal()
+    fc.wait_master(FAILOVER_DEADLINE)
+    assert fc.post("after-heal", w="majority")[0] == 201
+    final = fc.wait_converged(30)
+    assert_kept([a for a in stats.acked if a.node == old.url and a.at <= cut], final)
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_etcd_restarted_on_its_data_the_cluster_regains_a_master_and_takes_writes(failover, kill: bool) -> None:
     fc = failover()
