@@ -145,6 +145,41 @@ def test_a_master_cut_off_from_etcd_only_steps_down_and_another_takes_writes(fai
     assert texts[0] == "before" and "under-new" in texts and "to-the-cut-off-master" not in texts, texts
 
 
+def test_a_new_master_behind_another_node_recovers_the_majority_writes_it_lacks(failover) -> None:
+    """The node that wins the leader key lacks the latest majority writes; the one node that holds them was
+    cut off from etcd meanwhile (so it could not win, and its member key lapsed): the winner takes no write
+    until that node is back and has promised, then copies the writes from it, never rolls them back."""
+    fc = failover()
+    old = fc.wait_master()
+    ahead, behind = [n for n in fc.nodes if n is not old]
+    assert post(old.url, "all-have-it", w="all")[0] == 201
+    fc.kill(behind)  # killed, not paused: a paused node would read the master's queued requests when resumed
+    acked = []
+    for i in range(5):
+        status, body = post(old.url, f"majority-{i}", w="majority")
+        assert status == 201, body
+        acked.append((body["seq"], f"majority-{i}"))
+    fc.isolate(ahead)
+    fc.kill(old)
+    fc.restart(behind)
+
+    def behind_holds_the_key() -> bool:
+        leader = fc.leader()
+        return leader is not None and json.loads(leader.value).get("name") == fc.name(behind)
+
+    wait_until(behind_holds_the_key, FAILOVER_DEADLINE, what=f"{fc.name(behind)} to hold the leader key")
+    # Without a promise from the only other live node it has no majority: it must not take writes yet.
+    assert fc.master() is None
+    fc.heal(ahead)
+    new = fc.wait_master(FAILOVER_DEADLINE)
+    assert new is behind, f"{fc.name(new)} is master, not {fc.name(behind)}, which held the key"
+    assert post(new.url, "under-new", w="majority")[0] == 201
+    final = fc.wait_converged(30, nodes=[ahead, behind])
+    at = {e["text"]: e["seq"] for e in final}
+    assert [(at.get(text), text) for _, text in acked] == acked, final
+    assert fc.rollback_files(ahead) == []
+
+
 def test_a_master_that_cannot_reach_etcd_stops_acknowledging_at_its_own_lease_deadline(failover) -> None:
     """etcd cut off from every node: nobody can be elected, so nobody deposes the master; only its own
     deadline (the send time of its last good keep-alive plus the TTL) stops its w=1 acknowledgements."""
