@@ -455,7 +455,10 @@ class Master:
                 keep = await self._agreement(transport, min(self.durable, reply.seq))
                 await transport.roll_back(keep, self.log.hash(keep))
                 self.logger.warning("secondary_rolled_back", secondary=replicator.url, keep=keep, had=reply.seq)
-                return
+                # Its next heartbeat answer (a new incarnation) ends the divergence; if that answer
+                # contradicts us still (it took other entries meanwhile), roll back again.
+                await self._sleep(3 * self.config.heartbeat_interval)
+                continue
             except Stale as exc:
                 if not exc.foreign(self.log.log_id):
                     self._on_stale(exc.epoch)

@@ -108,6 +108,10 @@ class Node:
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
         self._campaign_after = 0.0  # boottime() before which this node does not campaign (after a refusal)
+        # A node without a data dir (or with an empty or lost one) remembers no promise: it serves no master
+        # before it has read the leader key and taken its create-revision as its promise (SPEC "What this
+        # promises"), so that a master older than the current one cannot count it.
+        self.fenced = self.secondary is not None and self.secondary.promised > 0
 
     # -- what handlers see ---------------------------------------------------------
 
@@ -125,9 +129,10 @@ class Node:
         return current
 
     def master_url(self) -> str | None:
-        """The master's URL as etcd says (None: none now, or it is this node but not taking writes)."""
+        """The master's URL as etcd says, for a not_master answer (None: none now, or the key is this
+        node's own, which is answering not_master because it is not -- or no longer -- taking writes)."""
         leader = self.leader
-        if leader is None or (leader.name == self.config.name and self.master is None):
+        if leader is None or leader.name == self.config.name:
             return None
         return leader.url
 
@@ -236,7 +241,8 @@ class Node:
                 **self.config.master_kw,
             )
             master = Master(config, [], opened)
-            master.lease_valid = lambda: self.deadline.valid(boottime())
+            lease = self.coordinator.lease  # the lease our key lives on: a later one keeps no key of ours
+            master.lease_valid = lambda: self.deadline.valid(boottime()) and self.coordinator.lease == lease  # type: ignore[union-attr]
             master.on_deposed = self._step_down_soon
             if opened.disk is not None:
                 master.attach_disk(
@@ -290,11 +296,20 @@ class Node:
                 self._own(_supervise(replicator), f"replicator {member.url}")
 
     def _step_down_soon(self, reason: str) -> None:
+        """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
+        if self.master is not None:
+            self.master.depose(reason)
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
+            self._stepping_down.add_done_callback(self._step_down_done)
 
-    async def _step_down(self, reason: str) -> None:
-        """Stop being the master (if we are) and rejoin as a secondary of whoever wins next."""
+    def _step_down_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Its log could not be reopened (a disk error): it serves nothing, and says why.
+            self.logger.critical("step_down_failed", error=repr(task.exception()))
+
+    async def _step_down(self, reason: str, *, rejoin: bool = True) -> None:
+        """Stop being the master (if we are) and rejoin as a secondary of whoever wins next (rejoin)."""
         async with self._switch:
             master = self.master
             if master is None:
@@ -305,15 +320,19 @@ class Node:
             master.tail.close()
             master.close()
             await self._cancel_role_tasks(master.commit)
-            await self._resign(epoch)
-            if self.config.data_dir is not None:
-                self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
-            else:
-                meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
-                opened = Opened(master.log, meta, None, True)
-                self.secondary = Secondary(self.secondary_config, opened=opened)
-            self._start_secondary_commit()
-            self.logger.warning("rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq)
+            if rejoin:
+                if self.config.data_dir is not None:
+                    self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
+                else:
+                    meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
+                    opened = Opened(master.log, meta, None, True)
+                    self.secondary = Secondary(self.secondary_config, opened=opened)
+                self._start_secondary_commit()
+                self.logger.warning(
+                    "rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq
+                )
+        # Outside the switch: with etcd unreachable this waits for its timeouts, and the node serves meanwhile.
+        await self._resign(epoch)
 
     async def _resign(self, epoch: int) -> None:
         if self.coordinator is None or epoch == 0:
@@ -350,12 +369,13 @@ class Node:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(), name="lease")
                 tg.create_task(self._election_loop(), name="election")
+                tg.create_task(self._deadline_loop(), name="deadline")
         finally:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
         if self.master is not None:
-            await self._step_down("shutdown")
+            await self._step_down("shutdown", rejoin=False)
         if self.coordinator is not None and self.coordinator.lease is not None:
             try:
                 await asyncio.wait_for(self.coordinator.revoke(), 1.0)
@@ -413,15 +433,36 @@ class Node:
                 self.logger.debug("etcd_unavailable", error=str(exc))
             except (TransportError, OSError) as exc:
                 self.logger.warning("election_tick_failed", error=str(exc))
-            # A master checks its own deadline whether or not etcd answered: that is the point of it.
-            if self.master is not None and not self.deadline.valid(boottime()):
-                self._step_down_soon("lease_deadline_passed")
+            except Exception as exc:
+                # A bug, or a log that cannot be reopened: say so loudly, and keep watching the key (a node
+                # whose loop died would hold no lease and look alive).
+                self.logger.critical("election_tick_failed", error=repr(exc), exc_info=True)
+
+    async def _deadline_loop(self) -> None:
+        """A master steps down at its own lease deadline, whether or not etcd answers: that is the point
+        of it. (Every write answer checks the deadline too; this also fails the writes still waiting.)"""
+        while True:
+            delay = self.config.poll
+            if self.master is not None and not self.master.deposed:
+                remaining = self.deadline.remaining(boottime())
+                if remaining <= 0:
+                    self._step_down_soon("lease_deadline_passed")
+                else:
+                    delay = min(delay, remaining + 0.001)
+            await asyncio.sleep(delay)
 
     async def _tick(self, coordinator: Coordinator, ticks: int) -> None:
         if coordinator.lease is None:
             return
         leader = await coordinator.leader()
         self.leader = leader
+        if not self.fenced and self.secondary is not None:
+            if leader is not None and leader.epoch - 1 > self.secondary.promised:
+                # Promised "just below" the current epoch, to nobody: every older master is refused, the
+                # current one (no epoch lies between two revisions) gets our promise when it asks.
+                self.secondary.promised, self.secondary.promised_to = leader.epoch - 1, None
+                self.logger.info("promise_from_leader_key", epoch=leader.epoch)
+            self.fenced = True
         master = self.master
         if master is not None:
             if leader is None or leader.epoch != self.epoch:
@@ -527,6 +568,8 @@ def _secondary_for(node: Node, fence: Fence | None) -> Secondary:
         )
     if node.secondary is None:
         raise errors.Switching("this node is changing roles; retry in a moment")
+    if not node.fenced and fence is not None:
+        raise errors.Switching("this node has not read the leader key yet; retry in a moment")
     return node.secondary
 
 

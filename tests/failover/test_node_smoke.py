@@ -3,6 +3,7 @@ a new master that takes writes and still holds the old write. (The heavier scena
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -136,3 +137,56 @@ def test_a_deposed_master_rolls_back_its_unreplicated_tail_into_the_rollback_fil
     assert [(r["seq"], r["text"]) for r in rolled] == [(2, "tail0"), (3, "tail1"), (4, "tail2")]
     events = [e["event"] for e in master.events()]
     assert "rejoined_as_secondary" in events and "rolled_back" in events
+
+
+def bump_revision(etcd_url: str, times: int) -> None:
+    """Advance etcd's revision (each put is one revision), as a long-lived cluster's etcd has."""
+    key = base64.b64encode(b"/scratch/bump").decode()
+    for _ in range(times):
+        status, body = http_json("POST", etcd_url + "/v3/kv/put", {"key": key, "value": key})
+        assert status == 200, body
+
+
+def test_a_wiped_etcd_hands_out_stale_epochs_which_are_refused_and_logged(nodes: list[Node], etcd) -> None:
+    """etcd loses its data: its revisions start again below the epochs the cluster used. No node takes
+    writes at such an epoch, they say so (etcd_epoch_stale), and writes resume only at a higher epoch."""
+    first = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master taking writes")
+    bump_revision(etcd.url, 40)
+    first.kill()  # the next master's epoch is above 40
+    first.start(wait=False)
+    master = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master at a high epoch")
+    old_epoch = master.health()["epoch"]
+    assert old_epoch > 40
+    status, body = http_json("POST", master.url + "/messages", {"message": "before", "w": 3})
+    assert status == 201, body
+    etcd.wipe()
+
+    def refused() -> bool:
+        return any(e.get("event") == "etcd_epoch_stale" for n in nodes for e in n.events())
+
+    def no_stale_master() -> bool:
+        for node in nodes:
+            try:
+                health = node.health(timeout=1.0)
+            except OSError:
+                continue
+            if health.get("role") == "master" and health.get("status") == "ok" and not health.get("recovering"):
+                assert health["epoch"] >= old_epoch, f"a master takes writes at stale epoch {health['epoch']}"
+        return refused()
+
+    wait_until(no_stale_master, timeout=TTL * 10 + 10, interval=0.1, what="a node to refuse a stale epoch")
+    events = [e for n in nodes for e in n.events() if e.get("event") == "etcd_epoch_stale"]
+    assert all(e["epoch"] <= e["known"] for e in events)
+
+
+def test_a_master_without_a_majority_for_a_few_lease_periods_resigns_the_key(nodes: list[Node]) -> None:
+    master = wait_until(lambda: the_master(nodes), timeout=30, interval=0.1, what="a master taking writes")
+    for node in nodes:
+        if node is not master:
+            node.kill()
+
+    def resigned() -> bool:
+        events = [e.get("event") for e in master.events()]
+        return "no_promise_majority" in events and "resigned" in events[events.index("no_promise_majority") :]
+
+    wait_until(resigned, timeout=TTL * 3 + 10, interval=0.1, what="the lone master to resign")
