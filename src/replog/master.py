@@ -157,6 +157,12 @@ class Master:
         self.commit = commit
 
     @property
+    def log_epoch(self) -> int:
+        """The epoch whose master's log this log is a prefix of: ours once recovery is done, the one it
+        started with before (a master deposed while recovering never held its own epoch's log)."""
+        return self._saved_epoch
+
+    @property
     def durable(self) -> int:
         """Highest seq the master itself holds durably (on disk, with a data dir): what it counts
         as its own ack, what it sends, what reads show."""

@@ -107,6 +107,7 @@ class Node:
         self._no_majority_since: float | None = None
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
+        self._handed_over = Meta()  # in memory: the secondary's promise and log epoch when it became master
         self._campaign_after = 0.0  # boottime() before which this node does not campaign (after a refusal)
         # A node without a data dir (or with an empty or lost one) remembers no promise: it serves no master
         # before it has read the leader key and taken its create-revision as its promise (SPEC "What this
@@ -177,6 +178,7 @@ class Node:
             promised_to=secondary.promised_to,
             log_epoch=secondary.log_epoch,
         )
+        self._handed_over = meta
         return Opened(secondary.log, meta, None, False)  # no disk: its own vote never counts
 
     async def _open_disk(self) -> Opened:
@@ -324,8 +326,8 @@ class Node:
                 if self.config.data_dir is not None:
                     self.secondary = Secondary(self.secondary_config, opened=await self._open_disk())
                 else:
-                    meta = Meta(log_id=master.log.log_id, promised=epoch, promised_to=master.id, log_epoch=epoch)
-                    opened = Opened(master.log, meta, None, True)
+                    meta = self._meta_after(master)
+                    opened = Opened(master.log, meta, None, meta.log_id is not None)
                     self.secondary = Secondary(self.secondary_config, opened=opened)
                 self._start_secondary_commit()
                 self.logger.warning(
@@ -333,6 +335,25 @@ class Node:
                 )
         # Outside the switch: with etcd unreachable this waits for its timeouts, and the node serves meanwhile.
         await self._resign(epoch)
+
+    def _meta_after(self, master: Master) -> Meta:
+        """In memory: what a deposed master's log stands for, as its data dir's meta would say. Its log epoch
+        is its own epoch only if its recovery finished; deposed before that, its log (even partly cut or
+        copied) is still the log of the epoch it had, and claiming more could lose a majority write."""
+        before = self._handed_over
+        if master.fence is not None and master.fence.epoch >= before.promised:
+            promised, promised_to = master.fence.epoch, master.id
+        else:
+            promised, promised_to = before.promised, before.promised_to
+        # Its log identity is the cluster's if it holds entries, a log epoch, or recovered (an empty log
+        # that never recovered has an identity of its own making, which no one must adopt).
+        known = master.log.last_seq > 0 or master.log_epoch > 0 or not master.recovering
+        return Meta(
+            log_id=master.log.log_id if known else None,
+            promised=promised,
+            promised_to=promised_to,
+            log_epoch=master.log_epoch,
+        )
 
     async def _resign(self, epoch: int) -> None:
         if self.coordinator is None or epoch == 0:
