@@ -414,16 +414,20 @@ class Node:
         assert coordinator is not None
         ttl = self.config.lease_ttl
         failing = False
+        registered = False
         while True:
             try:
                 if coordinator.lease is None:
                     sent_at = boottime()
+                    registered = False
                     await coordinator.grant(ttl)
                     self.deadline.renewed(sent_at)
-                    await coordinator.register(self.config.name, self.config.advertise)
-                    self.logger.info("registered", lease=coordinator.lease, ttl=ttl)
                 else:
                     self.deadline.renewed(await coordinator.keep_alive())
+                if not registered:  # under this lease (a put that failed is tried again, not forgotten)
+                    await coordinator.register(self.config.name, self.config.advertise)
+                    registered = True
+                    self.logger.info("registered", lease=coordinator.lease, ttl=ttl)
                 if failing:
                     self.logger.info("etcd_reachable")
                 failing = False
