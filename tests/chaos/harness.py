@@ -3,6 +3,7 @@
     python -m tests.chaos.harness --seed 7 --duration 20 [--data-dir] [--secondaries 3]
     python -m tests.chaos.harness --soak 30            # runs of --duration each, seeds and shapes rotating
     python -m tests.chaos.harness --two-masters --seed 7 --duration 8   # a second master over the same secondaries
+    python -m tests.chaos.harness --failover --seed 7 --duration 30     # etcd + three replog nodes (chaos/failover.py)
 
 Prints a summary (faults injected by kind, writes by outcome, violations) and the seed; a failing
 run prints the exact command that reproduces it and keeps its nodes' logs. Exit status 1 on violations.
@@ -56,6 +57,7 @@ class RunConfig:
     converge_timeout: float = 30.0
     keep: bool = False  # keep the nodes' logs even if the run passes
     two_masters: bool = False  # no nemesis: a second in-memory master is started over the same secondaries
+    failover: bool = False  # etcd and three `replog node`s; master kills, pauses and etcd cuts (chaos/failover.py)
 
     def command(self) -> str:
         """The command line that runs exactly this run."""
@@ -79,6 +81,8 @@ class RunConfig:
             parts.append("--no-proxy")
         if self.two_masters:
             parts.append("--two-masters")
+        if self.failover:
+            parts = [p for p in parts if not p.startswith("--secondaries")] + ["--failover"]
         return " ".join(parts)
 
 
@@ -106,8 +110,12 @@ class RunResult:
         c = self.config
         lines = [
             f"chaos run seed={c.seed}: {'PASS' if self.ok else 'FAIL'} in {self.wall:.1f}s "
-            f"({c.secondaries} secondaries, {'data dirs' if c.data_dirs else 'in memory'}"
-            f"{', overlapping faults' if c.overlap else ''}{f', fail-rate {c.fail_rate:g}' if c.fail_rate else ''}"
+            + (
+                "(failover: etcd and three nodes on data dirs"
+                if c.failover
+                else f"({c.secondaries} secondaries, {'data dirs' if c.data_dirs else 'in memory'}"
+            )
+            + f"{', overlapping faults' if c.overlap else ''}{f', fail-rate {c.fail_rate:g}' if c.fail_rate else ''}"
             f"{f', delay {c.delay:g}s' if c.delay else ''}{', two masters' if c.two_masters else ''})",
             f"  faults injected: {sum(self.faults.values())} {_fmt(self.faults)}"
             + (f", {self.skipped_faults} skipped (target busy)" if self.skipped_faults else ""),
@@ -142,6 +150,8 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
     wall = time.monotonic()
     result = RunResult(config)
     workdir = Path(tempfile.mkdtemp(prefix=f"replog-chaos-{config.seed}-"))
+    if config.failover:
+        return _finish(config, result, _failover(config, result, workdir, progress), workdir, wall)
     n = config.secondaries
     cluster = LocalCluster(
         n,
@@ -176,6 +186,25 @@ def run(config: RunConfig, *, progress: Callable[[str], None] = lambda _: None) 
         cluster.stop()
         if proxy is not None:
             proxy.close()
+    result.violations = history.violations
+    result.samples = history.samples
+    result.wall = time.monotonic() - wall
+    if result.ok and not config.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result.workdir = str(workdir)
+    return result
+
+
+def _failover(config: RunConfig, result: RunResult, workdir: Path, progress: Callable[[str], None]) -> History:
+    from .failover import run_failover  # (imports the failover tools only for such a run)
+
+    history = History(time.monotonic())
+    run_failover(config, result, history, workdir, progress)
+    return history
+
+
+def _finish(config: RunConfig, result: RunResult, history: History, workdir: Path, wall: float) -> RunResult:
     result.violations = history.violations
     result.samples = history.samples
     result.wall = time.monotonic() - wall
@@ -407,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--two-masters", action="store_true", help="no nemesis: start a second master over the same secondaries mid-run"
     )
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="a failover cluster (etcd + three replog nodes): master kills, pauses, etcd cuts",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     base = RunConfig(
@@ -421,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy=args.proxy,
         keep=args.keep,
         two_masters=args.two_masters,
+        failover=args.failover,
     )
     if args.soak is None:
         result = run(base, progress=print)

