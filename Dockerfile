@@ -1,4 +1,5 @@
-# The replog image: one console script, `replog`, runs every role (master, secondary) and the client commands.
+# The replog image: one console script, `replog`, runs every role (master, secondary, node) and the client
+# commands.
 #
 #   docker build -t replog .
 #   docker run --rm -p 127.0.0.1:8000:8000 -e REPLOG_CLUSTER_KEY=… replog master --secondary http://…
@@ -8,11 +9,19 @@
 # (REPLOG_DATA_DIR). It runs as the unprivileged user `replog`. compose.yaml runs the classic deployment.
 # Listening beyond loopback, a node needs the cluster key (--cluster-key-file / REPLOG_CLUSTER_KEY_FILE, or
 # REPLOG_CLUSTER_KEY) or it refuses to start (protected mode; --insecure overrides): docs/security.md.
+#
+#   docker build --build-arg REPLOG_EXTRAS=etcd -t replog:0.1.0-etcd .
+#
+# adds the etcd server (and etcdctl, from the project's `etcd` extra) to the image: compose.yaml's failover
+# profile runs its etcd from that image. The default image has no etcd.
 
 ARG PYTHON_VERSION=3.11
 
 # Build stage: the project installed into a virtual environment, runtime dependencies only.
 FROM python:${PYTHON_VERSION}-slim AS build
+# Extras of the project to install too (comma-separated; empty: none). RUN passes every ARG in its
+# environment, and docker/install.sh reads REPLOG_EXTRAS from there.
+ARG REPLOG_EXTRAS=
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
