@@ -15,7 +15,15 @@ from typing import Any
 import click
 
 from replog import __version__
-from replog.config import MasterConfig, SecondaryConfig
+from replog.config import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    DESCRIPTOR_RESERVE,
+    Edge,
+    MasterConfig,
+    SecondaryConfig,
+    Tls,
+)
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"
 
@@ -92,6 +100,50 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             envvar="REPLOG_LOOP",
             help="Event loop: the standard one (measured as fast as uvloop for replog's nodes), uvloop, or uvloop when installed (auto).",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CERT",
+            help="Serve HTTPS with this certificate chain (PEM); also presented to nodes this one calls that ask for one.",
+        ),
+        click.option(
+            "--tls-key",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_KEY",
+            help="The private key (PEM) of --tls-cert.",
+        ),
+        click.option(
+            "--tls-ca",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CA",
+            help="CA file that verifies the https:// nodes this one calls (default: the system's CAs).",
+        ),
+        click.option(
+            "--tls-client-ca",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CLIENT_CA",
+            help="Mutual TLS: internal endpoints (replication, promises, recovery reads, heartbeats) require a client certificate signed by this CA; clients need none.",
+        ),
+        click.option(
+            "--max-connections",
+            type=click.IntRange(1),
+            default=DEFAULT_MAX_CONNECTIONS,
+            show_default=True,
+            envvar="REPLOG_MAX_CONNECTIONS",
+            help="Open client connections at most; at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
+        ),
+        click.option(
+            "--read-timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=DEFAULT_READ_TIMEOUT,
+            show_default=True,
+            envvar="REPLOG_READ_TIMEOUT",
+            help="Seconds a request head may take to arrive whole, and a body may stall; slower clients get 408 and are dropped.",
         ),
         click.option(
             "--log-format",
@@ -263,7 +315,18 @@ def master(
         )
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
-    config = MasterConfig(port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **kw)
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + len(secondaries) * (kw["replication_window"] + 2))
+    tls = edge.tls
+    config = MasterConfig(
+        port=port,
+        secondaries=secondaries,
+        default_w=default_w,
+        fsync=fsync == "always",
+        tls_ca=tls.ca,
+        tls_cert=tls.cert,
+        tls_key=tls.key,
+        **kw,
+    )
     _serve(
         "master",
         config.host,
@@ -272,6 +335,7 @@ def master(
         log_format,
         log_level,
         lambda: build_master_app(config),
+        edge=edge,
         secondaries=list(secondaries),
     )
 
@@ -310,11 +374,28 @@ def master(
     envvar="REPLOG_RESET",
     help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.",
 )
+@click.option(
+    "--buffer-max-bytes",
+    type=click.IntRange(1),
+    default=64 << 20,
+    show_default=True,
+    envvar="REPLOG_BUFFER_MAX_BYTES",
+    help="Memory held for entries that arrived past a gap, at most; a replication request beyond it gets 503 buffer_full (the master resends from the gap).",
+)
+@click.option(
+    "--buffer-max-distance",
+    type=click.IntRange(1),
+    default=1_000_000,
+    show_default=True,
+    envvar="REPLOG_BUFFER_MAX_DISTANCE",
+    help="Entries this many seqs past the gap-free end are refused (400 seq_out_of_window; the master resends from the gap).",
+)
 @server_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE)
     config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
     _serve(
         "secondary",
@@ -324,8 +405,23 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
         log_format,
         log_level,
         lambda: build_secondary_app(config, reset=reset),
+        edge=edge,
         delay=config.delay,
     )
+
+
+def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
+    """Take the TLS and connection options out of kw; a TLS file that is missing or does not fit is one
+    error line now, before the node opens its log."""
+    from replog.edge import TlsConfigError, client_context, server_context
+
+    tls = Tls(kw.pop("tls_cert"), kw.pop("tls_key"), kw.pop("tls_ca"), kw.pop("tls_client_ca"))
+    try:
+        server_context(tls)
+        client_context(tls)
+    except TlsConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return Edge(tls, kw.pop("max_connections"), kw.pop("read_timeout"), reserve)
 
 
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -349,6 +445,7 @@ def _serve(
     log_format: str,
     log_level: str,
     build: Callable[[], Any],
+    edge: Edge,
     **startup: Any,
 ) -> None:
     from aiohttp import web
@@ -359,10 +456,19 @@ def _serve(
     import aiohttp.web_server
     import structlog
 
+    from replog import edge as edges
     from replog.http import JsonErrorHandler
     from replog.storage import CorruptLogError
 
     log = structlog.get_logger()
+    max_connections = edges.fit_descriptors(edge.max_connections, edge.reserve)
+    if max_connections < edge.max_connections:
+        log.warning(
+            "max_connections_lowered",
+            asked=edge.max_connections,
+            max_connections=max_connections,
+            detail="the descriptor limit (ulimit -n) is too low for --max-connections; raise it",
+        )
     try:
         app = build()
     except CorruptLogError as exc:
@@ -373,11 +479,26 @@ def _serve(
     loop = _new_loop(loop_name)
 
     async def announce(app: Any) -> None:
-        log.info("node_started", host=host, loop=type(loop).__module__.split(".")[0], **startup)
+        log.info(
+            "node_started",
+            host=host,
+            loop=type(loop).__module__.split(".")[0],
+            tls=edge.tls.serving,
+            mutual_tls=edge.tls.client_ca is not None,
+            max_connections=max_connections,
+            read_timeout=edge.read_timeout,
+            **startup,
+        )
 
     app.on_startup.append(announce)
+    if edge.tls.client_ca is not None:
+        app.middlewares.append(edges.internal_needs_peer_cert)
+    gate = edges.Gate(max_connections, edge.read_timeout)
+    # A TLS handshake happens before a connection reaches the gate: bound its time the same way.
+    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = edge.read_timeout  # type: ignore[attr-defined]
     try:
-        aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
+        # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections.
+        aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
         web.run_app(
             app,
             host=host,
@@ -387,6 +508,7 @@ def _serve(
             handler_cancellation=True,
             loop=loop,
             shutdown_timeout=2.0,
+            ssl_context=edges.server_context(edge.tls),
         )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
