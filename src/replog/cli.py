@@ -16,6 +16,7 @@ import click
 
 from replog import __version__
 from replog.config import (
+    ACCEPT_BATCH,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_READ_TIMEOUT,
     DESCRIPTOR_RESERVE,
@@ -501,14 +502,14 @@ def _serve(
         aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
         web.run_app(
             app,
-            host=host,
-            port=port,
+            sock=edges.listeners(host, port),
             print=None,
             access_log=None,
             handler_cancellation=True,
             loop=loop,
             shutdown_timeout=2.0,
             ssl_context=edges.server_context(edge.tls),
+            backlog=ACCEPT_BATCH,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -8,7 +8,11 @@ from replog.commitment import majority
 
 DEFAULT_MAX_CONNECTIONS = 2048  # above the 1,000 idle streams `replog bench` holds, far below usual hard limits
 DEFAULT_READ_TIMEOUT = 10.0  # seconds a request head may take, and a body may stall
-DESCRIPTOR_RESERVE = 64  # descriptors a node keeps beyond its cap: its log files, listeners, outbound connections
+ACCEPT_BATCH = 16  # connections asyncio accepts in one loop pass, before any reaches the gate (see replog.edge)
+LISTEN_BACKLOG = 1024  # connections the kernel queues for the node to accept
+# Descriptors a node keeps beyond its cap: accept batches not yet gated or not yet closed (a few loop passes'
+# worth), its log files, its listener and its outbound calls.
+DESCRIPTOR_RESERVE = 64 + 4 * ACCEPT_BATCH
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import ssl
 from collections import OrderedDict
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 
 from replog import jsoncodec
-from replog.config import Tls
+from replog.config import LISTEN_BACKLOG, Tls
 from replog.protocol import EPOCH_HEADER, ApiError
 
 
@@ -131,6 +132,44 @@ def fit_descriptors(max_connections: int, reserve: int) -> int:
     return max(1, min(max_connections, soft - reserve))
 
 
+# -- listening ----------------------------------------------------------------------------------------------
+
+
+class _Listener(socket.socket):
+    """A listening socket whose kernel queue is LISTEN_BACKLOG whatever backlog asyncio asks for: asyncio
+    accepts as many connections in one loop pass as the backlog it was given, before any of them reaches the
+    gate, so the node asks for a small one (ACCEPT_BATCH) to keep the descriptors in flight few."""
+
+    def listen(self, backlog: int = LISTEN_BACKLOG) -> None:
+        super().listen(max(backlog, LISTEN_BACKLOG))
+
+
+def listeners(host: str, port: int) -> list[socket.socket]:
+    """Bound listening sockets for every address host resolves to (as asyncio's create_server binds them).
+    OSError if one cannot be bound."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            sock = _Listener(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 # -- the connection gate ------------------------------------------------------------------------------------
 
 
@@ -149,6 +188,7 @@ OVERLOADED = _raw_json(
     {"error": "overloaded", "detail": "this node holds as many connections as it accepts; try again shortly"},
     "Retry-After: 1\r\n",
 )
+LINGER_MAX = 32  # refused connections kept half-closed at once (the descriptor reserve covers them)
 HEAD_TIMEOUT = _raw_json(
     408,
     "Request Timeout",
@@ -168,6 +208,7 @@ class Gate:
         self.refused = 0  # connections answered 503 overloaded
         self.displaced = 0  # idle connections closed to make room
         self.timed_out = 0  # connections dropped for a stalled head or body
+        self.lingering = 0  # refused connections half-closed, waiting for the caller to close
         self._sweeping: asyncio.TimerHandle | None = None
 
     def admit(self, conn: Guarded) -> bool:
@@ -227,18 +268,39 @@ class Guarded(web_protocol.RequestHandler):
         self._last_data = now
         self._request: Any = None  # the request being handled
         self._served = 0  # requests handled on this connection
-        self._refused = False
+        self._refused = False  # over the cap: answered 503 and closing
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         if not self.gate.admit(self):
             self._refused = True
-            transport.write(OVERLOADED)
-            transport.close()
+            self._refuse(transport)
             return
         super().connection_made(transport)
 
+    def _refuse(self, transport: Any) -> None:
+        """Answer 503 overloaded. Closing at once would reset the connection under the request the caller is
+        sending, and it might never read the answer: a few refused connections (LINGER_MAX) stay half-closed
+        until the caller closes, for a second at most; past those, they close at once."""
+        gate = self.gate
+        transport.write(OVERLOADED)
+        if gate.lingering < LINGER_MAX and transport.can_write_eof():
+            gate.lingering += 1
+            self._linger = self._loop.call_later(1.0, transport.close)
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def eof_received(self) -> None:
+        if self._refused:
+            return None  # the caller closed its side: the transport closes
+        return super().eof_received()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
+            if self._linger is not None:
+                self._linger.cancel()
+                self.gate.lingering -= 1
             return
         self.gate.lost(self)
         super().connection_lost(exc)
@@ -251,6 +313,8 @@ class Guarded(web_protocol.RequestHandler):
         if self._request is None and self._head_since is None:
             self._head_since = now
         super().data_received(data)
+        if self._messages:
+            self.gate.busy(self)  # a whole request waits to be handled: never displaced now
 
     async def _handle_request(self, request: Any, *args: Any, **kw: Any) -> Any:
         self.gate.busy(self)
