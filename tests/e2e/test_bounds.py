@@ -20,7 +20,6 @@ import os
 import resource
 import selectors
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -299,7 +298,9 @@ def _overloaded(port: int) -> bool:
 
 ENTRY = 32_000_000  # characters of each entry sent past the gap
 REQUESTS = 34  # 34 x 32 MB: more than 1 GiB in all
-RSS_BOUND = 400 << 20  # baseline (~45 MB) + the 64 MiB buffer cap + a few 32 MB request bodies in flight
+# Baseline (~47 MB) + the 64 MiB buffer cap + one 32 MB request in flight (its body, and its text once parsed) and
+# the allocator's slack: measured peak 212 MB. Without the byte cap the secondary held all 1.09 GB.
+RSS_BOUND = 300 << 20
 
 
 def test_entries_past_a_gap_totalling_1_gib_keep_a_secondarys_memory_bounded(cluster: Any) -> None:
@@ -350,4 +351,3 @@ def test_entries_past_a_gap_totalling_1_gib_keep_a_secondarys_memory_bounded(clu
         assert status == 201, body
     assert [m["text"] for m in c.wait_converged()][-3:] == [f"after-{i}" for i in range(3)]
     assert s1.health()["buffered_bytes"] == 0
-    assert sys.getrefcount(big) >= 1
