@@ -897,6 +897,12 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     envvar="REPLOG_BENCH_IDLE_STREAMS",
     help="Streams the idle scenario holds open on the master.",
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    envvar="REPLOG_BENCH_SECURE",
+    help="Also start a local cluster over TLS and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(**kw: Any) -> None:
     """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.
