@@ -1,11 +1,13 @@
 # The replog image: one console script, `replog`, runs every role (master, secondary) and the client commands.
 #
 #   docker build -t replog .
-#   docker run --rm -p 127.0.0.1:8000:8000 replog master --secondary http://…
+#   docker run --rm -p 127.0.0.1:8000:8000 -e REPLOG_CLUSTER_KEY=… replog master --secondary http://…
 #
 # Inside a container a node listens on 0.0.0.0:8000 (REPLOG_HOST, REPLOG_PORT: set the port through
 # REPLOG_PORT, which the HEALTHCHECK probes, not --port) and keeps its log in the volume /data
 # (REPLOG_DATA_DIR). It runs as the unprivileged user `replog`. compose.yaml runs the classic deployment.
+# Listening beyond loopback, a node needs the cluster key (--cluster-key-file / REPLOG_CLUSTER_KEY_FILE, or
+# REPLOG_CLUSTER_KEY) or it refuses to start (protected mode; --insecure overrides): docs/security.md.
 
 ARG PYTHON_VERSION=3.11
 

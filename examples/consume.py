@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,7 +71,7 @@ def cluster(start: bool, master: str, node: str | None) -> Iterator[tuple[str, s
     if not start:
         yield master, node or master
         return
-    with LocalCluster(2) as local:
+    with LocalCluster(2, cluster_key=secrets.token_hex(32)) as local:
         yield local.master.url, local.secondaries[0].url  # read a secondary: it shows what it holds
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def cluster(start: bool, master: str) -> Iterator[str]:
     if not start:
         yield master
         return
-    with LocalCluster(2) as local:
+    with LocalCluster(2, cluster_key=secrets.token_hex(32)) as local:
         yield local.master.url
 
 

@@ -20,6 +20,7 @@ Prints every step with its timing and every expectation; exits 0 if all held, 1 
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import subprocess
 import sys
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run()
     if args.start:
-        cluster = LocalCluster(2, master_args=["--new-cluster"])  # S2 down from the start: a brand-new cluster
+        cluster = LocalCluster(
+            2, master_args=["--new-cluster"], cluster_key=secrets.token_hex(32)
+        )  # S2 down from the start: a brand-new cluster
         m, (s1, s2) = cluster.master, cluster.secondaries
         run.say(f"starting a master and S1 on free ports, S2 not yet; logs in {cluster.workdir}")
         try:

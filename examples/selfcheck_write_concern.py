@@ -17,6 +17,7 @@ Prints every step with its timing and every expectation; exits 0 if all held, 1 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 
 from _selfcheck import (
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return selfcheck(run, args.master, *args.secondary, args.delay)
     # The master must wait out S2's delay on each replication request.
     cluster = LocalCluster(
-        2, delays=(0, args.delay), master_args=["--replication-timeout", str(max(30.0, 3 * args.delay))]
+        2,
+        delays=(0, args.delay),
+        master_args=["--replication-timeout", str(max(30.0, 3 * args.delay))],
+        cluster_key=secrets.token_hex(32),  # its nodes talk to each other with a key, as a deployment should
     )
     run.say(f"starting a master, S1 and S2 (--delay {args.delay:g}) on free ports; logs in {cluster.workdir}")
     try:

@@ -108,8 +108,10 @@ async def export(
     page: int = LOG_PAGE_MAX,
     window: int = 4,
     progress: Callable[[int, int], Progress] | None = None,
+    token: str | None = None,
 ) -> Exported:
-    """Write the node's durable log after seq since, as one segment, to out.
+    """Write the node's durable log after seq since, as one segment, to out (token, if given, is sent as
+    Authorization: Bearer).
 
     The end is the node's durable end when the export starts; pages are fetched `window` at a time and
     checked to chain onto each other (each page's "prev" is the last chain value before it), and the
@@ -120,17 +122,24 @@ async def export(
     collecting = gc.isenabled()
     gc.disable()  # pages make a million short-lived objects and no cycles: collecting them costs more than the rest
     try:
-        return await _export(url, out, since, page, window, progress)
+        return await _export(url, out, since, page, window, progress, token)
     finally:
         if collecting:
             gc.enable()
 
 
 async def _export(
-    url: str, out: BinaryIO, since: int, page: int, window: int, progress: Callable[[int, int], Progress] | None
+    url: str,
+    out: BinaryIO,
+    since: int,
+    page: int,
+    window: int,
+    progress: Callable[[int, int], Progress] | None,
+    token: str | None = None,
 ) -> Exported:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         first = await _get_page(session, url, since, page)
         log_id, end, end_hash, prev = first.get("log"), first.get("last_seq"), first.get("hash"), first.get("prev")
         if not isinstance(log_id, str) or not log_id:

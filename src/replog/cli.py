@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from replog import __version__
+from replog.cli_security import security_config, security_options, warn_insecure
 from replog.config import (
     ACCEPT_BATCH,
     DEFAULT_MAX_CONNECTIONS,
@@ -294,6 +295,7 @@ def main() -> None:
     help="Longest delay between two retries to a secondary, seconds.",
 )
 @server_options
+@security_options
 def master(
     port: int,
     secondaries: tuple[str, ...],
@@ -318,6 +320,7 @@ def master(
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
     edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + len(secondaries) * (kw["replication_window"] + 2))
     tls = edge.tls
+    secured, insecure = security_config(kw)
     config = MasterConfig(
         port=port,
         secondaries=secondaries,
@@ -326,6 +329,7 @@ def master(
         tls_ca=tls.ca,
         tls_cert=tls.cert,
         tls_key=tls.key,
+        **secured,
         **kw,
     )
     _serve(
@@ -335,7 +339,7 @@ def master(
         loop_name,
         log_format,
         log_level,
-        lambda: build_master_app(config),
+        lambda: warn_insecure(build_master_app(config), config.host, insecure),
         edge=edge,
         secondaries=list(secondaries),
     )
@@ -392,12 +396,14 @@ def master(
     help="Entries this many seqs past the gap-free end are refused (400 seq_out_of_window; the master resends from the gap).",
 )
 @server_options
+@security_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
     edge = _edge(kw, reserve=DESCRIPTOR_RESERVE)
-    config = SecondaryConfig(port=port, fsync=fsync == "always", **kw)
+    secured, insecure = security_config(kw)
+    config = SecondaryConfig(port=port, fsync=fsync == "always", **secured, **kw)
     _serve(
         "secondary",
         config.host,
@@ -405,7 +411,7 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
         loop_name,
         log_format,
         log_level,
-        lambda: build_secondary_app(config, reset=reset),
+        lambda: warn_insecure(build_secondary_app(config, reset=reset), config.host, insecure),
         edge=edge,
         delay=config.delay,
     )
@@ -736,8 +742,14 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
+@click.option(
+    "--token",
+    default=None,
+    envvar="REPLOG_TOKEN",
+    help="Send this token as Authorization: Bearer (for nodes that require one).",
+)
 @_client_call
-async def export_(node: str, since: int) -> None:
+async def export_(node: str, since: int, token: str | None) -> None:
     """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
 
     The first line is a header with the log id, the seq range and the chain values at both ends; then
@@ -750,7 +762,7 @@ async def export_(node: str, since: int) -> None:
     out = sys.stdout.buffer
     try:
         done = await backup.export(
-            node, out, since=since, progress=_progress_bars("exporting", bars, data_on_stdout=True)
+            node, out, since=since, token=token, progress=_progress_bars("exporting", bars, data_on_stdout=True)
         )
         out.flush()
     except backup.BackupError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from replog.commitment import majority
 
@@ -66,6 +66,8 @@ class MasterConfig:
     tls_ca: str | None = None  # CA that verifies the secondaries (https:// URLs); None: the system's trust store
     tls_cert: str | None = None  # this node's certificate and key, presented to secondaries that ask (mutual TLS)
     tls_key: str | None = None
+    cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
 
     @property
     def nodes(self) -> int:
@@ -90,3 +92,5 @@ class SecondaryConfig:
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
     buffer_max_bytes: int = 64 << 20  # memory held behind a gap at most (503 buffer_full beyond)
     buffer_max_distance: int = 1_000_000  # entries this far past the gap-free end are refused (seq_out_of_window)
+    cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
+    token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open

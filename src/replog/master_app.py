@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from replog.auth import Guard
 from replog.config import MasterConfig, Tls
 from replog.datadir import open_log
 from replog.durable import GroupCommit
@@ -56,6 +57,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     """The master's application. With a data dir its log is locked and loaded here, before it
     listens; at start-up it wins an epoch and recovers, then runs one replicator per secondary."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    Guard(config.cluster_key, config.token_file).install(app)  # replog.auth: who may call which route
     opened = open_log(config.data_dir, fsync=config.fsync)  # DataDirLocked / CorruptLogError stop the node
 
     async def replication(app: web.Application) -> AsyncIterator[None]:
@@ -72,6 +74,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 lambda: holder[0].fence,
                 replicate_timeout=config.replication_timeout,
                 health_timeout=health_timeout,
+                cluster_key=config.cluster_key,
             )
             for url in config.secondaries
         ]

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from replog import errors
+from replog.auth import Guard
 from replog.config import SecondaryConfig
 from replog.datadir import open_log
 from replog.durable import DiskFailed as DiskWriteFailed
@@ -277,6 +278,7 @@ async def get_health(request: web.Request) -> web.Response:
 def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.Application:
     """The secondary's application; with a data dir its log is loaded here, before it listens."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    Guard(config.cluster_key, config.token_file).install(app)  # replog.auth: who may call which route
     secondary = Secondary(config, reset=reset)
     app[SECONDARY] = secondary
 

@@ -115,12 +115,15 @@ class HttpTransport:
         *,
         replicate_timeout: float,
         health_timeout: float,
+        cluster_key: str | None = None,
     ) -> None:
         self.url = url
         self._session = session
         self._fence = fence  # the master's current epoch and id, sent with every request once it has one
         self._replicate_timeout = aiohttp.ClientTimeout(total=replicate_timeout)
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
+        # Every internal call proves the cluster key (SPEC "Security"); never logged nor put in an error.
+        self._auth = {"Authorization": f"Bearer {cluster_key}"} if cluster_key is not None else {}
 
     async def _exchange(
         self, method: str, path: str, timeout: aiohttp.ClientTimeout, body: bytes | None = None
@@ -128,7 +131,7 @@ class HttpTransport:
         """One request: (status, decoded JSON body). TransportError if unreachable or not JSON;
         Stale if the node has promised a newer epoch."""
         fence = self._fence()
-        headers = fence.headers() if fence is not None else {}
+        headers = {**self._auth, **(fence.headers() if fence is not None else {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:

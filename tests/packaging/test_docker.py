@@ -31,7 +31,7 @@ from replog.tools.cluster import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options of compose.yaml that replog does not have yet, each with the issue that brings it.
-PENDING_VARIABLES = {"REPLOG_CLUSTER_KEY_FILE": "issue 9: --cluster-key-file"}
+PENDING_VARIABLES: dict[str, str] = {}
 
 
 # -- the Dockerfile ---------------------------------------------------------------------------------------

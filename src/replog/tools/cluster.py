@@ -46,12 +46,20 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
 
 
 def http_json(
-    method: str, url: str, body: Any = None, timeout: float = 10.0, context: ssl.SSLContext | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    timeout: float = 10.0,
+    token: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
-    """One HTTP request with a JSON body; (status, decoded JSON). Raises OSError when unreachable (and
-    on an https:// URL whose certificate context does not verify)."""
+    """One HTTP request with a JSON body (and token, if given, as Authorization: Bearer); (status, decoded
+    JSON). Raises OSError when unreachable (and on an https:// URL whose certificate context does not verify)."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -103,6 +111,7 @@ class Node:
         host: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self.role = role
         self.port = port
@@ -114,6 +123,7 @@ class Node:
         self.env = dict(env or {})  # extra environment of the process (inherited REPLOG_* variables are dropped)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.token = token  # what this harness presents on its own calls (a token, or the cluster key)
 
     def command(self) -> list[str]:
         return [
@@ -162,11 +172,15 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
-        status, data = http_json("GET", self.url + "/health", timeout=timeout, context=self.ssl_context)
+        status, data = http_json(
+            "GET", self.url + "/health", timeout=timeout, token=self.token, context=self.ssl_context
+        )
         return data
 
     def messages(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        status, data = http_json("GET", self.url + "/messages", timeout=timeout, context=self.ssl_context)
+        status, data = http_json(
+            "GET", self.url + "/messages", timeout=timeout, token=self.token, context=self.ssl_context
+        )
         if status != 200:
             raise ClusterError(f"GET /messages on {self.url} answered {status}: {data}")
         return data["messages"]
@@ -245,14 +259,24 @@ class LocalCluster:
         heartbeat_interval: float | None = 0.2,
         host: str = "127.0.0.1",
         tls: ClusterTls | None = None,
+        cluster_key: str | None = None,
     ) -> None:
+        """cluster_key, if given, is written to a file in the workdir that every node reads
+        (--cluster-key-file); the harness's own calls present it too (it is good wherever a token is)."""
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-cluster-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tls = tls
+        self.cluster_key = cluster_key
+        keyed: list[str] = []
+        if cluster_key is not None:
+            key_file = self.workdir / "cluster.key"
+            key_file.touch(mode=0o600)
+            key_file.write_text(cluster_key + "\n")
+            keyed = ["--cluster-key-file", str(key_file)]
         self.secondaries: list[Node] = []
         for i in range(secondaries):
-            args = list(secondary_args)
+            args = [*keyed, *secondary_args]
             if i < len(delays) and delays[i]:
                 args += ["--delay", str(delays[i])]
             if i < len(fail_rates) and fail_rates[i]:
@@ -269,9 +293,10 @@ class LocalCluster:
                     self.workdir / f"s{i + 1}.log",
                     host,
                     ssl_context=tls.context(i + 1) if tls is not None else None,
+                    token=cluster_key,
                 )
             )
-        margs = [a for s in self.secondaries for a in ("--secondary", s.url)]
+        margs = [*keyed, *(a for s in self.secondaries for a in ("--secondary", s.url))]
         if tls is not None:
             margs += tls.args(0)
         if heartbeat_interval is not None:
@@ -280,7 +305,9 @@ class LocalCluster:
             margs += ["--data-dir", str(self.workdir / "m")]
         margs += list(master_args)
         context = tls.context(0) if tls is not None else None
-        self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host, ssl_context=context)
+        self.master = Node(
+            "master", free_port(host), margs, self.workdir / "m.log", host, ssl_context=context, token=cluster_key
+        )
 
     def route_secondary(self, index: int, url: str) -> None:
         """Have the master reach secondary `index` at url (a proxy in front of it, say) instead of its own URL.
@@ -331,7 +358,14 @@ class LocalCluster:
         body = dict(fields)
         if message is not None:
             body["message"] = message
-        return http_json("POST", self.master.url + "/messages", body, timeout=timeout, context=self.master.ssl_context)
+        return http_json(
+            "POST",
+            self.master.url + "/messages",
+            body,
+            timeout=timeout,
+            token=self.master.token,
+            context=self.master.ssl_context,
+        )
 
     def stop(self) -> None:
         for node in self.nodes:
