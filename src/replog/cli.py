@@ -913,7 +913,7 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     "--secure",
     is_flag=True,
     envvar="REPLOG_BENCH_SECURE",
-    help="Also start a local cluster over TLS and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
+    help="Also start a local cluster over TLS, with a cluster key, and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench(**kw: Any) -> None:

@@ -304,6 +304,7 @@ def _overloaded(port: int) -> bool:
     }
 
 
+KEY = "k" * 32  # the cluster key of the flooded cluster
 ENTRY = 32_000_000  # characters of each entry sent past the gap
 REQUESTS = 34  # 34 x 32 MB: more than 1 GiB in all
 # Baseline (~47 MB) + the 64 MiB buffer cap + one 32 MB request in flight (its body, and its text once parsed) and
@@ -312,9 +313,9 @@ RSS_BOUND = 300 << 20
 
 
 def test_entries_past_a_gap_totalling_1_gib_keep_a_secondarys_memory_bounded(cluster: Any) -> None:
-    # NOTE: with a cluster key (issue 9's other half), this request also carries the key: whoever holds it can
-    # do anything (see docs/security.md), and the buffer's cap still bounds what one master's requests hold.
-    c = cluster(1)
+    # The sender holds the cluster key (without it the secondary answers 401 and reads nothing): whoever holds it
+    # can do anything (docs/security.md), and the buffer's cap still bounds what a master's requests can hold.
+    c = cluster(1, cluster_key=KEY)
     c.wait_healthy()
     for i in range(3):
         assert c.post(f"before-{i}", w=2)[0] == 201
@@ -322,7 +323,12 @@ def test_entries_past_a_gap_totalling_1_gib_keep_a_secondarys_memory_bounded(clu
     assert s1.proc is not None
     pid = s1.proc.pid
     h = s1.health()
-    fence = {"Replog-Epoch": str(h["promised"]), "Replog-Master": h["promised_to"], "Content-Type": "application/json"}
+    fence = {
+        "Replog-Epoch": str(h["promised"]),
+        "Replog-Master": h["promised_to"],
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {KEY}",
+    }
     big = b"x" * ENTRY
     conn = http.client.HTTPConnection("127.0.0.1", s1.port, timeout=60)
     statuses = []

@@ -47,6 +47,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -794,6 +795,7 @@ def _start_cluster(
     heartbeat_interval: float | None,
     extra_node_args: tuple[str, ...] = (),
     tls: ClusterTls | None = None,
+    cluster_key: str | None = None,
 ) -> LocalCluster:
     workdir = None
     if data_dir is not None:
@@ -811,6 +813,7 @@ def _start_cluster(
         secondary_args=node_args,
         heartbeat_interval=heartbeat_interval,
         tls=tls,
+        cluster_key=cluster_key,
     )
     try:
         cluster.start(timeout=60)
@@ -848,7 +851,7 @@ def run(
     cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
     are click.BadParameter, failures click.ClickException, as from any command.
 
-    With secure, a second local cluster runs over TLS (its own CA, made with trustme), and each scenario
+    With secure, a second local cluster runs over TLS (its own CA, made with trustme) with a cluster key, and each scenario
     runs on the plain cluster and then on the secure one: both rows, and the secure one's rate as a
     fraction of the plain one's."""
     if secure:
@@ -905,8 +908,10 @@ def run(
         if tls_dir is None:
             rows = runner.run(names)
         else:
-            progress.start("starting a master and 2 secondaries over TLS")
-            secure_cluster = _start_cluster(None, fsync, heartbeat_interval, tls=_tls_files(tls_dir))
+            progress.start("starting a master and 2 secondaries over TLS, with a cluster key")
+            secure_cluster = _start_cluster(
+                None, fsync, heartbeat_interval, tls=_tls_files(tls_dir), cluster_key=secrets.token_hex(32)
+            )
             progress.finish("up")
             secured = Bench(Target(secure_cluster.master.url, secure_cluster), settings, progress, data_dirs=False)
             plain_rows, secure_rows = [], []
@@ -916,7 +921,7 @@ def run(
                 row["title"] += " [TLS]"
                 secure_rows.append(row)
             rows = _secure_rows(plain_rows, secure_rows)
-            where += "; a second one over TLS for the [TLS] rows, in memory"
+            where += "; a second one over TLS with a cluster key for the [TLS] rows, in memory"
     except OSError as exc:
         raise click.ClickException(f"cannot reach the cluster: {exc}") from None
     except ClusterError as exc:
