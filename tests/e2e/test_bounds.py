@@ -351,8 +351,9 @@ def test_entries_past_a_gap_totalling_1_gib_keep_a_secondarys_memory_bounded(clu
             del body
         held = s1.health()
     conn.close()
+    counts = {f"{st} {err}": statuses.count((st, err)) for st, err in sorted(set(statuses), key=str)}
     print(
-        f"\nRSS {base / 1e6:.0f} MB -> peak {peak.rss / 1e6:.0f} MB; answers {statuses}; held {held['buffered_bytes']}"
+        f"\nRSS {base / 1e6:.0f} MB -> peak {peak.rss / 1e6:.0f} MB; answers {counts}; held {held['buffered_bytes']} B"
     )
     assert statuses[0] == (200, None)
     assert statuses[-1] == (503, "buffer_full")
