@@ -166,8 +166,7 @@ def test_bad_tls_files_refuse_to_start_with_one_line(pki, tmp_path: Path, files,
 
 
 def test_cluster_tooling_reaches_tls_nodes_only_with_the_ca(cluster, pki):
-    c = cluster(1, tls=tls(pki), start=False)
-    c.start()
+    c = cluster(1, tls=tls(pki))
     plain = ssl.create_default_context()  # the system's CAs: the test CA is not among them
     with pytest.raises((OSError, ClusterError)):
         http_json("GET", c.master.url + "/health", context=plain)
