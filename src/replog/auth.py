@@ -5,9 +5,11 @@ One middleware (Guard.middleware) decides for both node roles, from one table of
 - internal (POST /replicate, POST /promise, GET /entries, and a master's GET /health: with its fence headers
   or ?at=SEQ): the cluster key, when the node has one;
 - write (POST /messages): a `write` token, when the node has a token file;
-- read (every other route: GET /messages, /messages/stream, /health, /log, /metrics, the dashboard): a
-  `read` or `write` token, when the node has a token file;
-- open (GET /livez, /readyz, /openapi.json): nobody is asked for anything (probes and client generators).
+- read (every other route: GET /messages, /messages/stream, /health, /log, /metrics): a `read` or `write`
+  token, when the node has a token file;
+- open (GET /livez, /readyz, /openapi.json, and the dashboard's page and assets GET / and /ui/{name}): nobody
+  is asked for anything (probes, client generators, and a browser, which cannot send a bearer token when it
+  opens a page; the page holds no data and sends the token it is given with every request it makes).
 
 The cluster key is accepted wherever a token is: whoever holds it can already do anything. Every secret is
 compared with hmac.compare_digest, and none is ever logged, shown or put in an error message.
@@ -51,6 +53,8 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/livez"): Need.OPEN,
     ("GET", "/readyz"): Need.OPEN,
     ("GET", "/openapi.json"): Need.OPEN,
+    ("GET", "/"): Need.OPEN,  # the dashboard: static files only; its reads of /health and /messages are guarded
+    ("GET", "/ui/{name}"): Need.OPEN,
 }
 
 ROLES = {"read": Need.READ, "write": Need.WRITE}

@@ -21,6 +21,7 @@ from replog.config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_READ_TIMEOUT,
     DESCRIPTOR_RESERVE,
+    LISTEN_BACKLOG,
     Edge,
     MasterConfig,
     SecondaryConfig,
@@ -169,13 +170,40 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ReplogGroup(click.Group):
+    """The `replog` group: every command's options show their environment variable in --help, and
+    every command has a one-sentence summary that `replog --help` never cuts.
+
+    An option declared without a variable gets REPLOG_<OPTION> (its long name), so the rule holds for
+    options added later too; a command without `short_help` gets its docstring's first sentence.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.expose_value:
+                if not param.envvar:
+                    long = max(param.opts, key=len).lstrip("-")
+                    param.envvar = "REPLOG_" + long.replace("-", "_").upper()
+                param.show_envvar = True
+        if not cmd.short_help and cmd.help:
+            cmd.short_help = first_sentence(cmd.help)
+        super().add_command(cmd, name)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    para = " ".join(text.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    return para if end < 0 else para[: end + 1]
+
+
+@click.group(cls=ReplogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="replog")
 def main() -> None:
     """replog: a replicated append-only message log with per-write write concerns."""
 
 
-@main.command()
+@main.command(short_help="Run the master: it takes writes and replicates them.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -268,7 +296,7 @@ def main() -> None:
     envvar="REPLOG_NEW_CLUSTER",
     help="Start a brand-new cluster: while no node that answers holds any log or promise, the master counts its "
     "own vote, so writes are taken with a secondary still down. Never on a restart: a master without its log "
-    "would then outvote a secondary that holds acknowledged writes (REPLOG_NEW_CLUSTER).",
+    "would then outvote a secondary that holds acknowledged writes.",
 )
 @click.option(
     "--replication-window",
@@ -345,7 +373,7 @@ def master(
     )
 
 
-@main.command()
+@main.command(short_help="Run a secondary: it stores what the master sends.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -431,6 +459,131 @@ def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
     return Edge(tls, kw.pop("max_connections"), kw.pop("read_timeout"), reserve)
 
 
+@main.command()
+@click.option("--name", required=True, envvar="REPLOG_NAME", help="This node's name in the cluster (unique, stable).")
+@click.option(
+    "--advertise",
+    default=None,
+    envvar="REPLOG_ADVERTISE",
+    help="The base URL other nodes and clients reach this node at (default: http://HOST:PORT).",
+)
+@click.option(
+    "--etcd",
+    "etcd",
+    required=True,
+    multiple=True,
+    callback=_split_urls,
+    envvar="REPLOG_ETCD",
+    help="etcd client URLs; repeat it, or give a space- or comma-separated list.",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(1),
+    required=True,
+    envvar="REPLOG_NODES",
+    help="The cluster's size N: a majority of N promises is needed to take writes, whoever is registered.",
+)
+@click.option(
+    "--cluster",
+    default="replog",
+    show_default=True,
+    envvar="REPLOG_CLUSTER",
+    help="The cluster's name: its keys live under /replog/<cluster>/ in etcd.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    envvar="REPLOG_LEASE_TTL",
+    help="Seconds of this node's etcd lease: a dead master's key goes after it; a cut-off master stops before it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="REPLOG_PORT",
+    help="Port to listen on.",
+)
+@click.option(
+    "--default-w",
+    type=WType(),
+    default="majority",
+    show_default=True,
+    envvar="REPLOG_DEFAULT_W",
+    help='Write concern of a write that names none, while this node is the master: 1..N, "majority" or "all".',
+)
+@click.option(
+    "--w-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    envvar="REPLOG_W_TIMEOUT",
+    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.01),
+    default=0.5,
+    show_default=True,
+    envvar="REPLOG_HEARTBEAT_INTERVAL",
+    help="Seconds between the master's heartbeats to each node (and between its promise rounds).",
+)
+@server_options
+def node(
+    name: str,
+    advertise: str | None,
+    etcd: tuple[str, ...],
+    nodes: int,
+    port: int,
+    default_w: int | str,
+    loop_name: str,
+    log_format: str,
+    log_level: str,
+    fsync: str,
+    **kw: Any,
+) -> None:
+    """Run a node that etcd makes master or secondary (automatic failover; see docs/failover.md)."""
+    from replog.node import NodeConfig, build_node_app
+
+    if not etcd:
+        raise click.BadParameter("at least one etcd URL is needed", param_hint="--etcd")
+    if isinstance(default_w, int) and not 1 <= default_w <= nodes:
+        raise click.BadParameter(f"must be from 1 to {nodes} with --nodes {nodes}", param_hint="--default-w")
+    if port == 0 and advertise is None:
+        raise click.BadParameter("with --port 0, say which URL others reach this node at", param_hint="--advertise")
+    if advertise is not None and not advertise.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
+    url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
+    # The connection bounds and HTTPS serving apply to this role too; its own calls to other nodes do
+    # not use --tls-ca yet (replog.node makes its own session).
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + 6 * nodes)
+    config = NodeConfig(
+        name=name,
+        advertise=url,
+        etcd=etcd,
+        nodes=nodes,
+        port=port,
+        default_w=default_w,
+        fsync=fsync == "always",
+        **kw,
+    )
+    _serve(
+        "node",
+        config.host,
+        port,
+        loop_name,
+        log_format,
+        log_level,
+        lambda: build_node_app(config),
+        edge=edge,
+        name=name,
+        advertise=url,
+        etcd=list(etcd),
+        nodes=nodes,
+    )
+
+
 def _new_loop(name: str) -> asyncio.AbstractEventLoop:
     """uvloop when asked for or (auto) installed; the standard loop otherwise."""
     if name != "asyncio":
@@ -468,6 +621,9 @@ def _serve(
     from replog.storage import CorruptLogError
 
     log = structlog.get_logger()
+    # Bind first: a port in use is one clear error line and exit 1, before the data dir is opened
+    # and before anything says the node started.
+    socks = _listen(host, port)
     max_connections = edges.fit_descriptors(edge.max_connections, edge.reserve)
     if max_connections < edge.max_connections:
         log.warning(
@@ -484,41 +640,73 @@ def _serve(
         raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
     loop = _new_loop(loop_name)
+    edge_notes: dict[str, Any] = {}  # the start line names TLS and the bounds only where they are not the defaults
+    if edge.tls.serving:
+        edge_notes["tls"] = "mutual" if edge.tls.client_ca is not None else "on"
+    if max_connections != DEFAULT_MAX_CONNECTIONS:
+        edge_notes["max_connections"] = max_connections
+    if edge.read_timeout != DEFAULT_READ_TIMEOUT:
+        edge_notes["read_timeout"] = edge.read_timeout
+    bound = socks[0].getsockname()[1]  # the port asked for, or the one the kernel chose for 0
 
     async def announce(app: Any) -> None:
         log.info(
-            "node_started",
-            host=host,
-            loop=type(loop).__module__.split(".")[0],
-            tls=edge.tls.serving,
-            mutual_tls=edge.tls.client_ca is not None,
-            max_connections=max_connections,
-            read_timeout=edge.read_timeout,
-            **startup,
+            "node_started", host=host, port=bound, loop=type(loop).__module__.split(".")[0], **edge_notes, **startup
         )
 
+    async def stopping(app: Any) -> None:
+        log.info("node_stopping")
+
     app.on_startup.append(announce)
+    app.on_shutdown.append(stopping)
     if edge.tls.client_ca is not None:
         app.middlewares.append(edges.internal_needs_peer_cert)
     gate = edges.Gate(max_connections, edge.read_timeout)
     # A TLS handshake happens before a connection reaches the gate: bound its time the same way.
     asyncio.constants.SSL_HANDSHAKE_TIMEOUT = edge.read_timeout  # type: ignore[attr-defined]
+    # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections.
+    aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
+    web.run_app(
+        app,
+        sock=socks,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        loop=loop,
+        shutdown_timeout=2.0,
+        ssl_context=edges.server_context(edge.tls),
+        backlog=ACCEPT_BATCH,  # what asyncio accepts in one pass; the kernel queue stays LISTEN_BACKLOG
+    )
+    log.info("node_stopped")
+
+
+def _listen(host: str, port: int) -> list[Any]:
+    """Listening sockets on every address host resolves to (as asyncio's create_server binds them);
+    a ClickException naming host:port when one cannot be bound."""
+    import socket
+
+    from replog.edge import Listener
+
     try:
-        # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections.
-        aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
-        web.run_app(
-            app,
-            sock=edges.listeners(host, port),
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-            loop=loop,
-            shutdown_timeout=2.0,
-            ssl_context=edges.server_context(edge.tls),
-            backlog=ACCEPT_BATCH,
-        )
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = Listener(family, kind, proto)  # keeps its kernel queue when asyncio listens again
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr[0], port, *addr[2:]))
+            sock.listen(LISTEN_BACKLOG)
+            port = sock.getsockname()[1]  # with port 0: every address on the port the kernel chose for the first
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return socks
 
 
 # -- client commands -------------------------------------------------------------
@@ -555,7 +743,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@main.command()
+@main.command(short_help="Append messages and print each stored entry.")
 @click.argument("texts", nargs=-1, required=True, metavar="TEXT...")
 @click.option(
     "-w",
@@ -587,7 +775,7 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     envvar="REPLOG_TIMEOUT",
     help="Seconds to wait for the write concern (default: the master's).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the stored entry as JSON.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the stored entry as JSON.")
 @client_options
 def post(
     texts: tuple[str, ...],
@@ -619,7 +807,7 @@ def _split_list(value: str) -> list[str]:
     return [u for u in value.replace(",", " ").split() if u] or [value]
 
 
-@main.command()
+@main.command(short_help="Print the messages a node shows, one line each.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -627,9 +815,15 @@ def _split_list(value: str) -> list[str]:
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=None, help="Only entries with a seq above this.")
-@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many entries.")
-@click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=None,
+    envvar="REPLOG_SINCE",
+    help="Only entries with a seq above this one (exclusive).",
+)
+@click.option("--limit", type=click.IntRange(0), default=None, envvar="REPLOG_LIMIT", help="At most this many entries.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the node's JSON answer.")
 @client_options
 def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: Any) -> None:
     """Print the messages a node shows, in order: one "SEQ<TAB>TEXT" line each."""
@@ -639,7 +833,7 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     cli_client.run(cli_client.get(log, since, limit, as_json))
 
 
-@main.command()
+@main.command(short_help="Print the log after a seq; -f follows it live.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -647,8 +841,21 @@ def get(node: str, since: int | None, limit: int | None, as_json: bool, **kw: An
     envvar="REPLOG_NODE",
     help="Base URL of the node to read, master or secondary (host:port means http://).",
 )
-@click.option("--since", type=click.IntRange(0), default=0, show_default=True, help="Start after this seq.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they come; survives node restarts.")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    envvar="REPLOG_SINCE",
+    help="Start after this seq (exclusive).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    envvar="REPLOG_FOLLOW",
+    help="Keep printing new entries as they come; survives node restarts.",
+)
 @client_options
 def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     """Print the log as "SEQ<TAB>TEXT" lines; with -f, follow it (Ctrl-C stops)."""
@@ -661,7 +868,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
         pass  # how -f ends
 
 
-@main.command()
+@main.command(short_help="Print the master's status and each secondary's lag.")
 @click.option(
     "--master",
     "master_url",
@@ -670,7 +877,7 @@ def tail(node: str, since: int, follow: bool, **kw: Any) -> None:
     envvar="REPLOG_MASTER",
     help="The master's base URL (host:port means http://).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the master's JSON answer.")
+@click.option("--json", "as_json", is_flag=True, envvar="REPLOG_JSON", help="Print the master's JSON answer.")
 @client_options
 def health(master_url: str, as_json: bool, **kw: Any) -> None:
     """Print the master's status and each secondary's status and lag."""
@@ -727,7 +934,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@main.command("export")
+@main.command("export", short_help="Write a node's whole log to stdout as JSON lines.")
 @click.option(
     "--node",
     default=DEFAULT_MASTER,
@@ -740,6 +947,7 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.IntRange(0),
     default=0,
     show_default=True,
+    envvar="REPLOG_SINCE",
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
 @click.option(
@@ -776,7 +984,7 @@ async def export_(node: str, since: int, token: str | None) -> None:
     click.echo(f"exported {count} entries{span} of log {done.log_id}", err=True)
 
 
-@main.command("import")
+@main.command("import", short_help="Restore an export from stdin into a data dir.")
 @click.option(
     "--data-dir",
     required=True,
@@ -816,7 +1024,7 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
 )
 
 
-@main.command()
+@main.command(short_help="Measure a cluster's write rates, latency and memory.")
 @click.option(
     "--master",
     "master_url",
@@ -915,7 +1123,9 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     envvar="REPLOG_BENCH_SECURE",
     help="Also start a local cluster over TLS, with a cluster key, and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="REPLOG_BENCH_JSON", help="Print the results as JSON instead of a table."
+)
 def bench(**kw: Any) -> None:
     """Measure writes/s, latency, catch-up time and memory of a replog cluster, and print a table.
 

@@ -68,11 +68,14 @@ class MasterConfig:
     tls_key: str | None = None
     cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
+    size: int = 0  # under failover (replog node --nodes N): the cluster's size, whoever is registered now
+    roll_back_diverged: bool = False  # under failover: a secondary whose tail contradicts ours rolls it back
 
     @property
     def nodes(self) -> int:
-        """Every node of the cluster, the master included."""
-        return len(self.secondaries) + 1
+        """Every node of the cluster, the master included (under failover: --nodes, fixed)."""
+        return self.size or len(self.secondaries) + 1
 
     @property
     def majority(self) -> int:
@@ -94,3 +97,4 @@ class SecondaryConfig:
     buffer_max_distance: int = 1_000_000  # entries this far past the gap-free end are refused (seq_out_of_window)
     cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
+    summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,8 +43,10 @@ class GroupCommit:
         on_durable: Callable[[int], None] | None = None,
         *,
         on_failed: Callable[[BaseException], None] | None = None,
+        on_sync: Callable[[float], None] | None = None,
     ) -> None:
-        """Write to ``disk``, already loaded. on_durable(seq) is called after each fsync with the new durable seq."""
+        """Write to ``disk``, already loaded. on_durable(seq) is called after each fsync with the new durable seq,
+        on_sync(seconds) with the time that write and fsync took (for the node's metrics)."""
         self.disk = disk
         self.durable = disk.last_seq  # highest seq known to be written and synced
         self.syncs = 0  # fsyncs done, for /health and the bench
@@ -56,6 +59,8 @@ class GroupCommit:
         self._io = asyncio.Lock()  # held while a worker thread uses the disk
         self._on_durable = on_durable
         self._on_failed = on_failed
+        self._on_sync = on_sync
+        self._sync_seconds = 0.0  # how long the last write + fsync took, measured in its worker thread
         self._task: asyncio.Task[Any] | None = None  # the task running run(), for close()
         self._stopped = False  # run() ended or close() began: nothing more will be written
         self._truncating = False
@@ -188,9 +193,11 @@ class GroupCommit:
 
     def _write(self, chunks: list[tuple[int, Sequence[Record]]]) -> None:
         """In a worker thread: append every chunk whole-or-nothing, then one fsync for all."""
+        started = time.perf_counter()
         for first, records in chunks:
             self.disk.append(first, records, atomic=True)  # a torn batch is dropped whole at load
         self.disk.sync()
+        self._sync_seconds = time.perf_counter() - started
 
     def _truncate(self, last_seq: int, rollback: tuple[int, int, Sequence[Record]] | None) -> str | None:
         """In a worker thread: keep the rollback file, then cut the log."""
@@ -208,6 +215,8 @@ class GroupCommit:
 
     def _synced(self, seq: int) -> None:
         self.syncs += 1
+        if self._on_sync is not None:
+            self._on_sync(self._sync_seconds)
         self.durable = seq
         while self._waiters and self._waiters[0][0] <= seq:
             fut = heapq.heappop(self._waiters)[2]

@@ -135,39 +135,13 @@ def fit_descriptors(max_connections: int, reserve: int) -> int:
 # -- listening ----------------------------------------------------------------------------------------------
 
 
-class _Listener(socket.socket):
+class Listener(socket.socket):
     """A listening socket whose kernel queue is LISTEN_BACKLOG whatever backlog asyncio asks for: asyncio
     accepts as many connections in one loop pass as the backlog it was given, before any of them reaches the
-    gate, so the node asks for a small one (ACCEPT_BATCH) to keep the descriptors in flight few."""
+    gate, so the node asks it for a small one (ACCEPT_BATCH) to keep the descriptors in flight few."""
 
     def listen(self, backlog: int = LISTEN_BACKLOG) -> None:
         super().listen(max(backlog, LISTEN_BACKLOG))
-
-
-def listeners(host: str, port: int) -> list[socket.socket]:
-    """Bound listening sockets for every address host resolves to (as asyncio's create_server binds them).
-    OSError if one cannot be bound."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    socks: list[socket.socket] = []
-    seen = set()
-    try:
-        for family, kind, proto, _, addr in infos:
-            if (family, addr) in seen:
-                continue
-            seen.add((family, addr))
-            sock = _Listener(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-    except OSError:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
 
 
 # -- the connection gate ------------------------------------------------------------------------------------

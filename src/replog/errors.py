@@ -41,6 +41,12 @@ class NotMaster(Refusal):
     code = "not_master"
 
 
+class Switching(Refusal):
+    """Under failover: the node is between roles (taking or giving up the master's) for a moment; retry."""
+
+    code = "switching_role"
+
+
 class WriteConcernTimeout(Refusal):
     """The write is stored and keeps replicating, but its w was not met in time."""
 

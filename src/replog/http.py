@@ -32,6 +32,7 @@ STATUS: dict[type[errors.Refusal], int] = {
     errors.NoQuorum: 503,
     errors.DiskFailed: 503,
     errors.NotMaster: 503,
+    errors.Switching: 503,
     errors.Failed: 503,
     errors.InjectedFailure: 500,
     errors.WriteConcernTimeout: 504,

@@ -23,16 +23,27 @@ from replog.datadir import Opened
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
 from replog.log import BATCH, BATCH_MORE, Log, chain
-from replog.progress import Status
+from replog.metrics import MasterMetrics, NotReady, short_url
+from replog.progress import Progress, Status
 from replog.protocol import Fence, WriteRequest
 from replog.recovery import Position, choose_donor, counts_itself, next_epoch, promises_needed
 from replog.replicator import Replicator
 from replog.storage import Meta, Record
 from replog.tail import Tail
-from replog.transport import Malformed, Reply, Stale, Transport, TransportError
+from replog.transport import Malformed, Refused, Reply, Stale, Transport, TransportError
 from replog.views import MessagesView
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class EpochStale(Exception):
+    """Under failover: the epoch etcd gave this master is not above what a node (or its own data dir) has
+    promised or holds. etcd's revisions went back (etcd wiped or restored), or a newer master exists."""
+
+    def __init__(self, epoch: int, seen: int) -> None:
+        super().__init__(f"epoch {epoch} is not above epoch {seen}, which a node has promised or holds")
+        self.epoch = epoch
+        self.seen = seen
 
 
 class BadDonor(TransportError):
@@ -103,6 +114,7 @@ class Master:
         self.consulted: list[str] = []  # secondaries that promised our epoch at start-up
         self._history = False  # a node answered with a log: this is no new cluster
         self.recovery_error: str | None = None  # why the last election round failed, for /health
+        self._awaiting: tuple[list[str], int] | None = None  # (promised, needed) last logged as awaiting_promises
         self.commitment = Commitment(config.nodes)
         self.ids = ids.IdIndex.of((seq, *self.log.item(seq)[::2]) for seq in range(1, self.log.last_seq + 1))
         self._transports = transports
@@ -137,9 +149,24 @@ class Master:
             for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))
         ]
         self._writable = self._has_quorum()
+        self._quorum_lost = False  # quorum was lost since start-up: reaching it again is worth a line
+        self.appended = 0  # entries appended by client writes (for /metrics)
+        self.metrics = MasterMetrics(self)
+        self._summarized = (0, 0)  # (writes, entries appended) at the last summary line
+        # Under failover (replog.node): whether this master's lease deadline is still ahead, checked
+        # before every answer to a write; who to tell when it is deposed; and the rollbacks it drives.
+        self.lease_valid: Callable[[], bool] = lambda: True
+        self.on_deposed: Callable[[str], None] | None = None
+        self._repairs: dict[int, asyncio.Task[None]] = {}
 
     def attach_disk(self, commit: GroupCommit) -> None:
         self.commit = commit
+
+    @property
+    def log_epoch(self) -> int:
+        """The epoch whose master's log this log is a prefix of: ours once recovery is done, the one it
+        started with before (a master deposed while recovering never held its own epoch's log)."""
+        return self._saved_epoch
 
     @property
     def durable(self) -> int:
@@ -149,10 +176,12 @@ class Master:
 
     # -- election and start-up recovery ----------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, epoch: int | None = None) -> None:
         """Before taking writes: win an epoch from a majority, then take the most up-to-date log.
 
         Rounds repeat (one per heartbeat interval) until a round succeeds; see SPEC "Epochs and fencing".
+        epoch: under failover, the epoch etcd gave (the leader key's create-revision) instead of one
+        proposed past every epoch seen; EpochStale if a node has promised or holds that epoch or a newer one.
         """
         proposal, seen = 0, 0
         while True:
@@ -163,13 +192,21 @@ class Master:
                 positions = await self._positions()
                 seen = max([seen, *(e for r in positions.values() for e in self._epochs(r, proposal))])
                 self._history = self._history or any(r.log is not None or r.seq > 0 for r in positions.values())
-                proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                if epoch is None:
+                    proposal = next_epoch(proposal, max(self._saved_epoch, self._saved_promise), [seen])
+                else:
+                    proposal = epoch
+                    highest = max(self._saved_epoch, self._saved_promise, seen)
+                    if highest >= epoch:
+                        raise EpochStale(epoch, highest)
                 self.fence = Fence(proposal, self.id)
                 if await self._round(proposal, seen):
                     return
             except (TransportError, Stale) as exc:
                 if isinstance(exc, Stale):
                     seen = max(seen, exc.epoch)
+                    if epoch is not None and not exc.foreign(self.log.log_id):
+                        raise EpochStale(epoch, exc.epoch) from None
                 self.recovery_error = str(exc)
                 if isinstance(exc, (BadDonor, Malformed)):
                     self.logger.error("recovery_donor_refused", epoch=proposal, error=str(exc))
@@ -215,9 +252,12 @@ class Master:
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
         if len(promised) < need:
-            self.logger.info(
-                "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
-            )
+            waiting = (sorted(promised), need)
+            if waiting != self._awaiting:  # once per change, not once per round while a node is down
+                self._awaiting = waiting
+                self.logger.info(
+                    "awaiting_promises", epoch=epoch, promised=sorted(promised), needed=need, counts_itself=self_counts
+                )
             return False
         own = Position(
             None, self.log.log_id if self.log.last_seq or self._had_log else None, self._saved_epoch, self.log.last_seq
@@ -289,7 +329,8 @@ class Master:
         agree = await self._agreement(transport, min(log.last_seq, donor.seq)) if log.last_seq else 0
         if agree < log.last_seq:
             await self._roll_back(agree, epoch)
-        self.logger.warning("recovering_entries", donor=donor.url, first=log.last_seq + 1, last=donor.seq)
+        if log.last_seq < donor.seq:
+            self.logger.info("recovering_entries", donor=donor.url, first=log.last_seq + 1, last=donor.seq)
         while log.last_seq < donor.seq:
             reply, entries = await transport.entries(log.last_seq, 5000)
             if reply.log != log.log_id or not entries:
@@ -351,23 +392,104 @@ class Master:
             r.notify()
 
     def _on_status(self, node: int, before: Status, after: Status) -> None:
+        if after is Status.DIVERGED and self.config.roll_back_diverged:
+            task = self._repairs.get(node)
+            if task is None or task.done():
+                self._repairs[node] = asyncio.ensure_future(self._repair(node))
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
-            if writable:
+            if not writable:
+                self._quorum_lost = True
+                self.logger.warning("quorum_lost", available=self._available(), needed=self.config.majority)
+            elif self._quorum_lost:
                 self.logger.info("quorum_regained", available=self._available())
-            else:
-                self.logger.warning("quorum_lost", available=self._available())
+            else:  # the first time, at start-up: no transition, the secondaries' own lines say they are up
+                self.logger.debug("quorum_reached", available=self._available())
 
     def _on_stale(self, epoch: int) -> None:
         """A node promised a newer epoch: another master exists. Stop at once (SPEC "Deposition")."""
         if self.deposed or self.recovering:
             return
+        self.depose("a node promised a newer epoch", newer=epoch)
+
+    def depose(self, reason: str, **kw: Any) -> None:
+        """Stop taking writes at once: every waiting write answers 503 not_master (its outcome is unknown,
+        the client retries with the same id). Under failover also: the lease or the leader key was lost."""
+        if self.deposed:
+            return
         self.deposed = True
-        self.logger.error("deposed", epoch=self.epoch, newer=epoch)
+        self.logger.error("deposed", epoch=self.epoch, reason=reason, **kw)
         self._fail_waiters(
             errors.NotMaster("this master was deposed by a newer one; retry with the same id", master=None)
         )
+        if self.on_deposed is not None:
+            self.on_deposed(reason)
+
+    # -- failover: membership and rollbacks ------------------------------------------
+
+    def add_secondary(self, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
+        """A node joined (under failover, membership comes from etcd): replicate to it too. The caller
+        runs the replicator once recovery is done; promise rounds still running consult it at once."""
+        config = self.config
+        if len(self.replicators) + 1 >= config.nodes:
+            raise ValueError(f"a cluster of {config.nodes} nodes has no room for {url}")
+        replicator = Replicator(
+            len(self.replicators) + 1,
+            url,
+            self.log,
+            transport,
+            encode=self._encode,
+            on_progress=self._on_progress,
+            on_status=self._on_status,
+            on_stale=self._on_stale,
+            epoch=lambda: 0 if self.deposed or self.failed else self.epoch,
+            durable=lambda: self.durable,
+            batch_max_count=config.batch_max_count,
+            batch_max_bytes=config.batch_max_bytes,
+            window=config.replication_window,
+            backoff=Backoff(config.backoff_base, config.backoff_cap),
+            heartbeat_interval=config.heartbeat_interval,
+            suspect_after=config.suspect_after,
+            unhealthy_after=config.unhealthy_after,
+            sleep=self._sleep,
+            **replicator_kw,
+        )
+        self.replicators.append(replicator)
+        self._transports.append(transport)
+        return replicator
+
+    async def _repair(self, node: int) -> None:
+        """Under failover: a secondary whose log contradicts ours (the unreplicated tail of a deposed
+        master, say) rolls back what lies past the last seq where our logs agree; the heartbeat then
+        sees it as a new incarnation that agrees with us, and replication goes on from there."""
+        replicator = self.replicators[node - 1]
+        transport = self._transports[node - 1]
+        while replicator.progress.status is Status.DIVERGED and not self.deposed and not self.recovering:
+            try:
+                reply = await transport.health(self.log.last_seq)
+                if reply.log is not None and reply.log != self.log.log_id and reply.seq > 0:
+                    self.logger.error("secondary_foreign_log", secondary=replicator.url, log=reply.log)
+                    return  # another cluster's log: never ours to cut
+                keep = await self._agreement(transport, min(self.durable, reply.seq))
+                await transport.roll_back(keep, self.log.hash(keep))
+                self.logger.warning("secondary_rolled_back", secondary=replicator.url, keep=keep, had=reply.seq)
+                # Its next heartbeat answer (a new incarnation) ends the divergence; if that answer
+                # contradicts us still (it took other entries meanwhile), roll back again.
+                await self._sleep(3 * self.config.heartbeat_interval)
+                continue
+            except Stale as exc:
+                if not exc.foreign(self.log.log_id):
+                    self._on_stale(exc.epoch)
+                return
+            except (TransportError, Refused) as exc:
+                self.logger.info("rollback_retry", secondary=replicator.url, error=str(exc))
+            await self._sleep(self.config.heartbeat_interval)
+
+    def close(self) -> None:
+        """Cancel the rollbacks this master drives (its owner cancels and awaits everything else)."""
+        for task in self._repairs.values():
+            task.cancel()
 
     def _on_disk_failed(self, exc: BaseException) -> None:
         if self.disk_failed is not None:
@@ -393,6 +515,11 @@ class Master:
     def _available(self) -> int:
         return 1 + sum(1 for r in self.replicators if r.progress.available)
 
+    @property
+    def available(self) -> int:
+        """Nodes that count towards the quorum now, the master included."""
+        return self._available()
+
     def _has_quorum(self) -> bool:
         return not self.config.quorum_check or self._available() >= self.config.majority
 
@@ -407,6 +534,9 @@ class Master:
             raise errors.Failed(f"the master stopped taking writes: {self.failed}")
         if self.deposed:
             raise errors.NotMaster("this master was deposed by a newer one", master=None)
+        if not self.lease_valid():
+            # Under failover: past our own lease deadline another node may hold the leader key already.
+            raise errors.NotMaster("this master's lease ran out; retry with the same id", master=None)
         if self.recovering:
             # Read-only like any loss of quorum: no majority has promised yet (or it is copying from one).
             raise errors.NoQuorum(
@@ -419,7 +549,24 @@ class Master:
         """Append (or find, for a retried id) and wait for the write concern.
 
         Raises a Refusal: NoQuorum, NotMaster, DiskFailed, IdConflict, ReservedId, WriteConcernTimeout.
+        Every write is counted in the metrics, by w and outcome, with its duration.
         """
+        started = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            result = await self._write(req)
+            outcome = "created" if result.created else "duplicate"
+            return result
+        except errors.Refusal as exc:
+            outcome = exc.code
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client went away
+            raise
+        finally:
+            self.metrics.record_write(req.w, outcome, time.perf_counter() - started)
+
+    async def _write(self, req: WriteRequest) -> WriteResult:
         self._check_taking_writes()
         first = self._find(req)
         created = first is None
@@ -475,6 +622,7 @@ class Master:
         for i, (id_, _, flags) in enumerate(items):
             self.ids.add(first + i, id_, flags)
         last = self.log.last_seq
+        self.appended += n
         self.logger.debug("appended", first=first, last=last)
         if self.commit is not None:
             # The master counts itself once the entries are on disk (GroupCommit calls durable_to).
@@ -514,6 +662,53 @@ class Master:
         return {"seq": first, "id": self.log.id_of(first), "text": self.log.text(first), "w": req.w, "acks": acks}
 
     # -- reads ---------------------------------------------------------------------
+
+    @property
+    def unconsulted(self) -> list[str]:
+        """Secondaries that did not promise at start-up and have not caught up with our log since.
+
+        A secondary that started a little after the master (a fresh cluster) and has since taken our
+        epoch as its log epoch, holding at least the start-up log, was consulted in effect: its log is ours.
+        """
+        if self.recovering:
+            return []
+        return [r.url for r in self.replicators if r.url not in self.consulted and not self._caught_up(r.progress)]
+
+    def _caught_up(self, p: Progress) -> bool:
+        return p.status is not Status.DIVERGED and p.log_epoch == self.epoch and p.match >= self.start_end
+
+    def not_ready(self) -> NotReady:
+        """Why this master cannot take writes now (reason code, sentence), or None: GET /readyz."""
+        if self.failed is not None:
+            return "failed", f"the master stopped taking writes: {self.failed}"
+        if self.deposed:
+            return "deposed", "a newer master has taken over; this one takes no writes"
+        if self.disk_failed is not None:
+            return "disk_failed", f"the master cannot write its log to disk: {self.disk_failed}"
+        if self.recovering:
+            return "recovering", "the master is recovering its log from a majority of the nodes"
+        if not self._writable:
+            return (
+                "no_quorum",
+                f"fewer than {self.config.majority} of {self.config.nodes} nodes are reachable; the master is read-only",
+            )
+        return None
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the periodic summary line says: writes and entries since the last line, the seq and each
+        secondary's lag; None when nothing happened and every secondary is caught up."""
+        writes, appended = self.metrics.write_count, self.appended
+        last = self.log.last_seq
+        lags = [max(0, last - r.progress.match) for r in self.replicators]
+        before, self._summarized = self._summarized, (writes, appended)
+        if (writes, appended) == before and not any(lags):
+            return None
+        return {
+            "writes": writes - before[0],
+            "entries": appended - before[1],
+            "seq": last,
+            "lag": {short_url(r.url): lag for r, lag in zip(self.replicators, lags, strict=True)},
+        }
 
     @property
     def status(self) -> str:
@@ -560,7 +755,7 @@ class Master:
             "deposed": self.deposed,
             "failed": self.failed,
             "disk_error": self.disk_failed,
-            "unconsulted": [] if self.recovering else [r.url for r in self.replicators if r.url not in self.consulted],
+            "unconsulted": self.unconsulted,
             "fsyncs": None if self.commit is None else self.commit.syncs,
             "uptime": round(now - self._started, 3),
             "secondaries": secondaries,

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from replog.auth import Guard
 from replog.config import MasterConfig, Tls
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import open_log
 from replog.durable import GroupCommit
 from replog.edge import client_context
@@ -27,6 +28,7 @@ from replog.http import (
 )
 from replog.log import Log
 from replog.master import Master
+from replog.metrics import log_summaries, metrics_handler, readyz_handler
 from replog.protocol import parse_write
 from replog.replicator import Replicator
 from replog.stream import stream_handler
@@ -90,7 +92,14 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
             return task
 
         if opened.disk is not None:
-            master.attach_disk(GroupCommit(opened.disk, on_durable=master.durable_to, on_failed=master._on_disk_failed))
+            master.attach_disk(
+                GroupCommit(
+                    opened.disk,
+                    on_durable=master.durable_to,
+                    on_failed=master._on_disk_failed,
+                    on_sync=master.metrics.fsynced,
+                )
+            )
             own(master.commit.run(), "group commit")  # type: ignore[union-attr]
         app[MASTER] = master
 
@@ -100,6 +109,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
                 own(_supervise(r), f"replicator {r.url}")
 
         own(start(), "recovery")
+        own(log_summaries(master.summary, config.summary_interval), "summary")
         try:
             yield
         finally:
@@ -119,6 +129,8 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     app.router.add_get("/messages/stream", stream_handler(lambda app: app[MASTER]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
+    app.router.add_get("/metrics", metrics_handler(lambda app: app[MASTER].metrics))
+    app.router.add_get("/readyz", readyz_handler(lambda app: app.get(MASTER), "master"))
     return app
 
 
@@ -138,8 +150,9 @@ def _master_log(app: web.Application) -> tuple[Log, int, str | None]:
 
 
 def add_read_routes(app: web.Application) -> None:
-    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of the master."""
+    """GET /livez, /openapi.json, /log (the raw log, for `replog export`) and the dashboard (/ and /ui/) of the master."""
     app.router.add_get("/livez", livez)
+    add_dashboard_routes(app)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_master_log))
 

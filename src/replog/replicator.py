@@ -78,6 +78,10 @@ class Replicator:
         self._wake = asyncio.Event()  # one-slot trigger: there may be something to send
         self._kick = asyncio.Event()  # the secondary came back or restarted: stop waiting, resend
         self._inflight: list[asyncio.Task[Reply]] = []  # requests sent and not answered, in seq order
+        self.batches = 0  # replication requests sent (for /metrics)
+        self.sent_bytes = 0  # bytes of their bodies
+        self.retries = 0  # requests that failed and are resent after a backoff
+        self._reached = False  # the secondary has answered healthy once (its first answer is no status change)
         self.logger = structlog.get_logger().bind(secondary=url)
 
     # -- what the master calls -------------------------------------------------
@@ -112,6 +116,8 @@ class Replicator:
         body = self._encode(first, last)
         self._kick.clear()
         p.sent(last)
+        self.batches += 1
+        self.sent_bytes += len(body)
         self.logger.debug("batch_sent", first=first, last=last, bytes=len(body))
         self._inflight.append(asyncio.ensure_future(self._transport.replicate(body)))
 
@@ -168,6 +174,7 @@ class Replicator:
                 if isinstance(exc, Unavailable) and p.unavailable():
                     self._status_changed(Status.HEALTHY, p.status, error=str(exc))
                 p.failed()
+                self.retries += 1
                 delay = self._backoff.delay(p.failures, self._rand)
                 self.logger.info("replicate_retry", failures=p.failures, delay=round(delay, 3), error=str(exc))
                 return delay
@@ -288,5 +295,12 @@ class Replicator:
     def _status_changed(self, before: Status, after: Status, **kw: object) -> None:
         if before is after:
             return
-        self.logger.info("secondary_status", before=str(before), after=str(after), **kw)
+        if not self._reached and after is Status.HEALTHY:
+            # Its first answer: a secondary counts as unhealthy until then, which is no transition to report.
+            self.logger.info("secondary_connected", seq=self.progress.match)
+        else:
+            # Out of the quorum is worth a warning; suspected (a beat or two missed) and back are not.
+            report = self.logger.warning if after is Status.UNHEALTHY else self.logger.info
+            report("secondary_status", before=str(before), after=str(after), **kw)
+        self._reached = self._reached or after is Status.HEALTHY
         self._on_status(self.index, before, after)

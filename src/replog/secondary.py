@@ -15,7 +15,8 @@ from aiohttp import web
 from replog import errors
 from replog.auth import Guard
 from replog.config import SecondaryConfig
-from replog.datadir import open_log
+from replog.dashboard import add_dashboard_routes
+from replog.datadir import Opened, open_log
 from replog.durable import DiskFailed as DiskWriteFailed
 from replog.durable import GroupCommit
 from replog.http import (
@@ -29,6 +30,7 @@ from replog.http import (
     read_body,
 )
 from replog.log import BATCH_MORE, GENESIS, Log
+from replog.metrics import NotReady, SecondaryMetrics, log_summaries, metrics_handler, readyz_handler
 from replog.protocol import ApiError, Fence, bad, parse_fence, parse_query_int, parse_replicate
 from replog.reorder import BufferFull, Conflict, ReorderBuffer
 from replog.storage import Meta, Record
@@ -40,9 +42,11 @@ from replog.views import MessagesView
 class Secondary:
     """A secondary's state: its log, its promise, the entries held behind a gap, its incarnation."""
 
-    def __init__(self, config: SecondaryConfig, *, reset: bool = False) -> None:
+    def __init__(self, config: SecondaryConfig, *, reset: bool = False, opened: Opened | None = None) -> None:
+        """opened: under failover, the log a deposed master hands over in memory (else opened here)."""
         self.config = config
-        opened = open_log(config.data_dir, fsync=config.fsync, reset=reset)
+        if opened is None:
+            opened = open_log(config.data_dir, fsync=config.fsync, reset=reset)
         self.log = opened.log  # its identity is a placeholder until the first batch (adopted False)
         self.adopted = opened.had_log  # whether log.log_id is a master's
         self.promised = opened.meta.promised  # highest epoch promised ...
@@ -50,8 +54,17 @@ class Secondary:
         self.log_epoch = opened.meta.log_epoch  # our whole log is a prefix of this epoch's master's log
         self.disk = opened.disk
         self.tail = Tail(lambda: self.durable)  # readers waiting for the gap-free durable prefix to grow
+        self.metrics = SecondaryMetrics(self)
+        self.received_entries = 0  # entries that arrived in replication requests, resent ones too (for /metrics)
+        self.received_bytes = 0  # bytes of those requests' bodies
+        self._summarized = 0  # received_entries at the last summary line
         self.commit = (
-            GroupCommit(opened.disk, on_durable=lambda _: self.tail.notify(), on_failed=self._disk_failed)
+            GroupCommit(
+                opened.disk,
+                on_durable=lambda _: self.tail.notify(),
+                on_failed=self._disk_failed,
+                on_sync=self.metrics.fsynced,
+            )
             if opened.disk is not None
             else None
         )
@@ -124,6 +137,21 @@ class Secondary:
                 self.buffer.reset()  # entries held behind a gap came from an older master
                 self.logger.info("promised", epoch=fence.epoch, master=fence.master)
 
+    def not_ready(self) -> NotReady:
+        """Why this secondary cannot store what the master sends (reason code, sentence), or None: GET /readyz."""
+        if self.failed is not None:
+            return "disk_failed", f"this secondary cannot write to its disk: {self.failed}"
+        return None
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the periodic summary line says: entries received since the last line, the durable seq and
+        the entries held behind a gap; None when nothing arrived."""
+        received, before = self.received_entries, self._summarized
+        self._summarized = received
+        if received == before:
+            return None
+        return {"received": received - before, "seq": self.durable, "buffered": len(self.buffer.pending)}
+
     def check_disk(self) -> None:
         if self.failed is not None:
             raise errors.DiskFailed(f"this secondary cannot write to its disk: {self.failed}")
@@ -137,6 +165,8 @@ class Secondary:
 
     async def replicate(self, body: bytes, fence: Fence) -> dict[str, Any]:
         req = parse_replicate(body)
+        self.received_entries += len(req.entries)
+        self.received_bytes += len(body)
         if self.config.delay > 0:
             await asyncio.sleep(self.config.delay)
         self.check_disk()
@@ -210,6 +240,50 @@ class Secondary:
             if self.log_epoch != fence.epoch and fence.epoch == self.promised and self.durable == end:
                 await self._save(log_epoch=fence.epoch)
                 self.logger.info("log_epoch_taken", epoch=fence.epoch, seq=end)
+
+    async def roll_back(self, fence: Fence, keep: int, keep_hash: bytes) -> dict[str, Any]:
+        """Under failover: remove our entries past keep, where our log and the master's agree (keep_hash is
+        its chain value there), because the master's log contradicts them (SPEC "Contradicting tails").
+
+        Only for a master whose epoch is our promise (promised now if newer) and above our log epoch: a
+        master of our own log epoch never contradicts us. The removed entries go to the rollback file
+        first (logged without a data dir), then the log is cut; we answer as a new incarnation, so the
+        master believes our lower seq and drops answers sent before the cut."""
+        self.check_disk()
+        await self.fence(fence, promise=True)
+        async with self._meta_lock:
+            if fence.epoch != self.promised or fence.master != self.promised_to or fence.epoch <= self.log_epoch:
+                raise errors.StaleEpoch(
+                    f"a rollback needs the promised epoch above log epoch {self.log_epoch}",
+                    **self.status(),
+                    epoch=self.promised,
+                )
+            log = self.log
+            if self.commit is not None:
+                await self.commit.wait_durable(log.last_seq)
+            if keep > log.last_seq or log.hash(keep) != keep_hash:
+                raise errors.EntryConflict(
+                    f"this node's log does not agree with the master's at seq {keep}", **self.status()
+                )
+            removed = log.hashed(keep + 1, log.last_seq)
+            where: str | None = None
+            if self.commit is not None:
+                try:
+                    where = await self.commit.truncate(keep, (fence.epoch, keep + 1, [Record(*r) for r in removed]))
+                except (OSError, DiskWriteFailed) as exc:
+                    self._disk_failed(exc)
+                    raise errors.DiskFailed(f"this secondary cannot write to its disk: {exc}") from None
+            else:
+                for i, (id_, text, flags, h) in enumerate(removed):
+                    self.logger.warning(
+                        "rolled_back_entry", seq=keep + 1 + i, id=id_, text=text, flags=flags, hash=h.hex()
+                    )
+            log.truncate(keep)
+            self.buffer.reset()
+            self.view = MessagesView(log)  # its cached encodings may hold the entries just removed
+            self.incarnation = uuid.uuid4().hex
+            self.logger.warning("rolled_back", count=len(removed), first=keep + 1, epoch=fence.epoch, file=where)
+        return self.status()
 
     def entries(self, since: int, limit: int) -> list[list[object]]:
         """Durable entries after since, at most limit of them but never part of a client batch."""
@@ -287,9 +361,12 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
         task = asyncio.create_task(commit.run(), name="group commit") if commit is not None else None
         if task is not None:
             task.add_done_callback(_report_death(secondary))
+        summary = asyncio.create_task(log_summaries(secondary.summary, config.summary_interval), name="summary")
         try:
             yield
         finally:
+            summary.cancel()
+            await asyncio.gather(summary, return_exceptions=True)
             if commit is not None:
                 await commit.close()  # waits until no worker thread uses the disk, then closes it
             if task is not None:
@@ -305,6 +382,8 @@ def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.
     app.router.add_get("/messages/stream", stream_handler(lambda app: app[SECONDARY]))
     app.router.add_get("/health", get_health)
     add_read_routes(app)
+    app.router.add_get("/metrics", metrics_handler(lambda app: app[SECONDARY].metrics))
+    app.router.add_get("/readyz", readyz_handler(lambda app: app[SECONDARY], "secondary"))
     return app
 
 
@@ -314,8 +393,9 @@ def _secondary_log(app: web.Application) -> tuple[Log, int, str | None]:
 
 
 def add_read_routes(app: web.Application) -> None:
-    """GET /livez, /openapi.json and /log (the raw log, for `replog export`) of a secondary."""
+    """GET /livez, /openapi.json, /log (the raw log, for `replog export`) and the dashboard (/ and /ui/) of a secondary."""
     app.router.add_get("/livez", livez)
+    add_dashboard_routes(app)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_secondary_log))
 

@@ -219,6 +219,11 @@ class DiskLog:
         """The data directory."""
         return self._dir
 
+    @property
+    def size(self) -> int:
+        """Bytes of valid records in the data file (what its log takes on disk)."""
+        return self._size
+
     def lock(self) -> None:
         """Take an exclusive lock on the directory for as long as this DiskLog is open (until close()).
 

@@ -5,6 +5,7 @@ Every request carries the master's fence (epoch and id); every answer carries th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,6 +104,8 @@ class Transport(Protocol):
 
     async def entries(self, since: int, limit: int) -> tuple[Reply, list[tuple[int, str | None, str, int, bytes]]]: ...
 
+    async def roll_back(self, keep: int, keep_hash: bytes) -> Reply: ...
+
 
 class HttpTransport:
     """Talks to one secondary over the app's shared ClientSession."""
@@ -140,7 +143,13 @@ class HttpTransport:
             ) as resp:
                 payload = await resp.read()
                 status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # Short: it goes into every status line of a secondary that is down.
+            errno = exc.os_error.errno
+            raise TransportError(f"cannot connect: {os.strerror(errno) if errno else exc.os_error}") from None
+        except TimeoutError:
+            raise TransportError(f"no answer within {timeout.total} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
             data = jsoncodec.loads(payload)
@@ -175,6 +184,12 @@ class HttpTransport:
     async def health(self, at: int) -> Reply:
         """The node's position, with its chain value at min(its seq, at)."""
         return self._ok(*await self._exchange("GET", f"/health?at={at}", self._health_timeout))
+
+    async def roll_back(self, keep: int, keep_hash: bytes) -> Reply:
+        """Under failover: ask the node to roll back its entries past keep, where its chain value must be
+        keep_hash (the last seq where our logs agree); its position afterwards, as a new incarnation."""
+        body = jsoncodec.dumps({"keep": keep, "hash": keep_hash.hex()})
+        return self._ok(*await self._exchange("POST", "/rollback", self._replicate_timeout, body))
 
     async def entries(self, since: int, limit: int) -> tuple[Reply, list[tuple[int, str | None, str, int, bytes]]]:
         """Durable entries after since (at most about limit, whole client batches) and the node's status."""

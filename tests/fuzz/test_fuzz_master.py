@@ -390,6 +390,7 @@ def test_get_messages_query_strings(target: Target, pairs: list[tuple[str, str]]
 # -- methods, paths and headers -----------------------------------------------------------------
 
 ROUTES = {("GET", "/messages"), ("HEAD", "/messages"), ("POST", "/messages"), ("GET", "/health"), ("HEAD", "/health")}
+ROUTES |= {("GET", "/"), ("HEAD", "/")}  # the dashboard
 
 
 @fuzz(60)

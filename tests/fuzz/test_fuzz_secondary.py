@@ -780,6 +780,7 @@ def test_read_query_strings(replica: Replica, path: str, pairs: list[tuple[str, 
 
 ROUTES = {(m, p) for m in ("GET", "HEAD") for p in ("/messages", "/entries", "/health")}
 ROUTES |= {("POST", "/replicate"), ("POST", "/promise")}
+ROUTES |= {("GET", "/"), ("HEAD", "/")}  # the dashboard
 
 
 EMPTY_BATCH = encode({"log": LOG, "prev": [0, GENESIS.hex()], "entries": []}, True)

@@ -36,7 +36,7 @@ CLIENT_ENDPOINTS: list[tuple[str, str, str]] = [
     ("HEAD", "/messages", "read"),
 ]
 INTERNAL_ENDPOINTS = [("POST", "/replicate"), ("POST", "/promise"), ("GET", "/entries"), ("GET", "/health?at=0")]
-OPEN_ENDPOINTS = [("GET", "/livez"), ("GET", "/openapi.json")]
+OPEN_ENDPOINTS = [("GET", "/livez"), ("GET", "/openapi.json"), ("GET", "/"), ("GET", "/ui/app.js")]
 
 
 def bearer(secret: str | None) -> dict[str, str]:
@@ -76,11 +76,11 @@ async def secondary(token_file: str) -> AsyncIterator[tuple[aiohttp.ClientSessio
 async def call(
     node: tuple[aiohttp.ClientSession, str], method: str, path: str, headers: dict[str, str]
 ) -> tuple[int, Any]:
-    """Status and JSON body (None for a HEAD or a stream: only the status matters there)."""
+    """Status and JSON body (None for a HEAD, a stream or the dashboard's files: only the status matters there)."""
     session, url = node
     body = b'{"message": "m", "w": 1}' if method == "POST" else None
     async with session.request(method, url + path, headers=headers, data=body) as resp:
-        if method == "HEAD" or resp.content_type == "text/event-stream":
+        if method == "HEAD" or resp.content_type != "application/json":
             return resp.status, None
         return resp.status, await resp.json()
 

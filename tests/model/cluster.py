@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import heapq
 import itertools
 import os
@@ -352,9 +353,10 @@ class Cluster:
         """The master's place has a data dir and no live master process holds it."""
         return self.disks and not any(p.alive and p.data_dir is not None for p in self.masters)
 
-    def start_master(self, *, on_disk: bool = True, old_copy: bool = False) -> MasterProc:
+    def start_master(self, *, on_disk: bool = True, old_copy: bool = False, new_cluster: bool = False) -> MasterProc:
         """A new master process. With disks it opens the master's data dir if no live master holds it
-        (restored from the kept older copy first, with old_copy), else it runs in memory."""
+        (restored from the kept older copy first, with old_copy), else it runs in memory. new_cluster:
+        started with --new-cluster, as an operator starts a brand-new cluster's first master."""
         index = len(self.masters)
         links = [Link(self, index, slot) for slot in range(len(self.nodes))]
         data_dir = self._dir("master") if on_disk and self.master_dir_free() else None
@@ -365,9 +367,8 @@ class Cluster:
             opened = Opened(Log(uuid.uuid4().hex), Meta(), None, False)  # in memory: no log, no promise
         else:
             opened = open_log(data_dir, fsync=False)
-        master = Master(
-            self.config, list(links), opened, sleep=self.clock.sleep, rand=lambda: 0.5, clock=self.clock.time
-        )
+        config = dataclasses.replace(self.config, new_cluster=new_cluster)
+        master = Master(config, list(links), opened, sleep=self.clock.sleep, rand=lambda: 0.5, clock=self.clock.time)
         proc = MasterProc(index, master, links, data_dir)
         self.master_index[master.id] = index
         self.masters.append(proc)

@@ -56,14 +56,18 @@ def test_a_restarted_master_recovers_once_the_secondaries_it_could_not_reach_com
 
 
 def test_a_master_without_its_log_does_not_count_itself_when_the_only_answer_is_blank(quiet_logs: Any) -> None:
-    """s1 is down when the cluster starts; w=2 is acknowledged by the master and s2. The master restarts
-    in memory while s2 is paused and s1 is back: s1 never heard of the log, so the round is "blank"
-    (recovery.counts_itself(blank=True)), the master counts its own vote, recovers an empty log from s1
-    alone, and the w=2 write is lost (its seq is taken by the next write)."""
+    """s1 is down when the cluster starts (its first master runs with --new-cluster); w=2 is acknowledged
+    by the master and s2. The master restarts in memory while s2 is paused and s1 is back: s1 never heard
+    of the log, so the round was "blank" (recovery.counts_itself(blank=True)), the master counted its own
+    vote, recovered an empty log from s1 alone, and the w=2 write was lost. A restart must not count its
+    vote: only a brand-new cluster's first master, by the operator's word (--new-cluster)."""
     replay(
         RecoveryModel(),
         [
-            ("boot", {"secondaries": 2, "batch_max_count": 1, "window": 1, "late_secondary": True}),
+            (
+                "boot",
+                {"secondaries": 2, "batch_max_count": 1, "window": 1, "late_secondary": True, "new_cluster": True},
+            ),
             ("write", {"pick": 0, "w": 2, "key": None, "count": 1, "batch": False}),
             ("crash_master", {"pick": 0, "lose_disk": False}),
             ("toggle_pause", {"pick": 1}),
@@ -111,5 +115,23 @@ def test_a_master_back_on_its_data_dir_takes_the_newer_log_of_another_identity(q
             ("write", {"pick": 0, "w": 2, "key": None, "count": 1, "batch": False}),
             ("crash_master", {"pick": 0, "lose_disk": False}),
             ("start_master", {"on_disk": True, "old_copy": False}),
+        ],
+    )
+
+
+def test_a_superseded_master_is_deposed_not_told_its_secondaries_diverged(quiet_logs: Any) -> None:
+    """A second master starts beside the first, on secondaries that hold the first one's log identity
+    with no entry yet. When it kept a new identity (choose_donor skipped nodes at seq 0), its first write
+    made them adopt that, and the first master's next heartbeat got stale_epoch from a node holding
+    "another log" (Stale.foreign): it marked both secondaries diverged instead of stepping down, stayed
+    undeposed, answered no_quorum rather than not_master, and /health showed two false divergences."""
+    replay(
+        RecoveryModel(),
+        [
+            ("boot", {"secondaries": 2, "batch_max_count": 1, "window": 1, "late_secondary": False}),
+            ("start_master", {"on_disk": False, "old_copy": False}),
+            ("write", {"pick": 1, "w": 1, "key": None, "count": 1, "batch": False}),
+            ("crash_master", {"pick": 1, "lose_disk": False}),
+            ("heal_and_converge", {}),
         ],
     )

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,10 @@ def test_install_and_start_as_the_image_does(tmp_path):
 
         wait_until(healthy, 30, interval=0.2, what="the image's HEALTHCHECK to pass")
         assert (tmp_path / "data" / "meta.json").exists()  # the log lives in REPLOG_DATA_DIR
+        # The dashboard's files are package data: a regular (not editable) install serves them too.
+        for path, kind in (("/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                assert (resp.status, resp.headers.get_content_type()) == (200, kind) and resp.read(), path
     finally:
         node.terminate()
         node.wait(15)

@@ -150,6 +150,7 @@ class Client:
         raw = jsoncodec.dumps(body)
         deadline = None if self.retry_for is None else time.monotonic() + self.retry_for
         failures = 0
+        redirects = 0  # not_master answers that named another node: followed at once, a few times in a row
         secondaries: set[str] = set()  # URLs that said they are secondaries and named no master
         while True:
             url = self._master
@@ -169,8 +170,12 @@ class Client:
                         if secondaries >= set(self.urls):
                             raise error  # no URL given is the master's: waiting will not make one
                     self._master = normalize_url(error.master) if error.master else self._next(url)
+                    if error.master and self._master != url and redirects < 3:
+                        redirects += 1
+                        continue  # the node named the master: go there now, a redirect is no failure
                 elif not isinstance(error, Unavailable) or isinstance(error, WriteConcernTimeout):
                     raise error  # a 4xx or a 504: a retry would get the same answer
+            redirects = 0
             failures += 1
             delay = self.backoff.delay(failures)
             if deadline is not None and time.monotonic() + delay > deadline:

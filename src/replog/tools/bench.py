@@ -53,6 +53,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
@@ -238,7 +239,9 @@ class Target:
 
 
 class Progress:
-    """One line per scenario, rewritten in place on a terminal; a start and an end line otherwise."""
+    """One line per scenario on a terminal, rewritten in place while it runs; nothing at all on a pipe
+    or a file, where the table says everything (and a `0/N` start line or a second machine line would
+    only be noise in the output)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -249,28 +252,25 @@ class Progress:
 
     def start(self, label: str, total: int | None = None) -> None:
         self.label, self.started = label, time.monotonic()
-        self._show(f"{label} ..." if total is None else f"{label}  0/{total:,}", final=not self.tty)
+        self._show(f"{label} ..." if total is None else f"{label}  0/{total:,}")
 
     def update(self, done: int, total: int) -> None:
-        if self.tty:
-            elapsed = time.monotonic() - self.started
-            rate = done / elapsed if elapsed > 0 else 0.0
-            self._show(f"{self.label}  {done:,}/{total:,}  {rate:,.0f}/s")
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        self._show(f"{self.label}  {done:,}/{total:,}  {rate:,.0f}/s")
 
     def note(self, text: str) -> None:
-        if self.tty:
-            self._show(f"{self.label}  {text}")
+        self._show(f"{self.label}  {text}")
 
     def finish(self, text: str) -> None:
         self._show(f"{self.label}  {text}", final=True)
 
     def _show(self, line: str, final: bool = False) -> None:
-        if self.tty:
-            pad = max(0, self.width - len(line))
-            self.stream.write("\r" + line + " " * pad + ("\n" if final else ""))
-            self.width = 0 if final else len(line)
-        elif final:
-            self.stream.write(line + "\n")
+        if not self.tty:
+            return
+        pad = max(0, self.width - len(line))
+        self.stream.write("\r" + line + " " * pad + ("\n" if final else ""))
+        self.width = 0 if final else len(line)
         self.stream.flush()
 
 
@@ -679,81 +679,109 @@ def _fmt_ms(v: float) -> str:
     return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
 
 
-def render_table(report: dict[str, Any]) -> str:
-    rows = report["scenarios"]
-    names = ["master"] + [f"s{i + 1}" for i in range(report["nodes"] - 1)]
-    head = [
-        "scenario",
-        "clients",
-        "requests",
-        "rate",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "errors",
-        "peak RSS MB " + "/".join(names),
-        "CPU s gen/master",
-        "note",
-    ]
-    lines = []
-    for r in rows:
-        rss = r.get("rss_peak_mb") or {}
-        rss_cell = "/".join("-" if rss.get(n) is None else f"{rss[n]:.0f}" for n in names) if rss else "-"
-        master_cpu = "-" if r["master_cpu_s"] is None else f"{r['master_cpu_s']:.2f}"
-        lines.append(
-            [
-                r["title"],
-                str(r["clients"]),
-                f"{r['requests']:,}",
-                f"{r['rate']:,.0f} {r['unit']}",
-                _fmt_ms(r["p50_ms"]),
-                _fmt_ms(r["p99_ms"]),
-                _fmt_ms(r["max_ms"]),
-                str(r["errors"]),
-                rss_cell,
-                f"{r['loadgen_cpu_s']:.2f}/{master_cpu}",
-                r.get("note", ""),
-            ]
-        )
+WIDTH = 100  # columns of the text report: every line fits, tables and notes included
+
+
+def _table(head: list[str], lines: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
-    right = {1, 2, 3, 4, 5, 6, 7}
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
             c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    out = [
-        header_line(report["machine"]),
-        f"cluster: {report['cluster']}",
-        "",
-        fmt(head),
-        fmt(["-" * w for w in widths]),
-    ]
-    out += [fmt(line) for line in lines]
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    """One report line folded to WIDTH columns, continuation lines indented."""
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The text report, at most WIDTH columns: the results (rate, latency, errors), then the load and
+    the resources of each scenario (clients, requests, peak memory, CPU), then the notes and the CPU
+    footer, folded."""
+    rows = report["scenarios"]
+    names = ["master"] + [f"s{i + 1}" for i in range(report["nodes"] - 1)]
+    results = _table(
+        ["scenario", "rate", "p50 ms", "p99 ms", "max ms", "errors"],
+        [
+            [
+                r["title"],
+                f"{r['rate']:,.0f} {r['unit']}",
+                _fmt_ms(r["p50_ms"]),
+                _fmt_ms(r["p99_ms"]),
+                _fmt_ms(r["max_ms"]),
+                str(r["errors"]),
+            ]
+            for r in rows
+        ],
+        right={1, 2, 3, 4, 5},
+    )
+    load_lines = []
+    for r in rows:
+        rss = r.get("rss_peak_mb") or {}
+        rss_cell = "/".join("-" if rss.get(n) is None else f"{rss[n]:.0f}" for n in names) if rss else "-"
+        master_cpu = "-" if r["master_cpu_s"] is None else f"{r['master_cpu_s']:.2f}"
+        load_lines.append(
+            [r["title"], str(r["clients"]), f"{r['requests']:,}", rss_cell, f"{r['loadgen_cpu_s']:.2f}/{master_cpu}"]
+        )
+    load = _table(
+        ["scenario", "clients", "requests", "peak RSS MB", "CPU s gen/master"],
+        load_lines,
+        right={1, 2},
+    )
+    out = [*_wrap(header_line(report["machine"])), *_wrap(f"cluster: {report['cluster']}"), ""]
+    out += results + ["", f"peak RSS MB of {'/'.join(names)}; CPU seconds of the load generator/the master:"] + load
+    notes = [r for r in rows if r.get("note")]
+    if notes:
+        out += ["", "notes:"]
+        for r in notes:
+            out += _wrap(f"  {r['title']}: {r['note']}", indent="      ")
     cpu = report["cpu"]
     out.append("")
     if "loadgen_us_per_request" in cpu:
-        out.append(
-            f"load generator CPU: {cpu['loadgen_us_per_request']:.0f} µs per single-message POST, "
-            f"master {cpu['master_us_per_request']:.0f} µs "
-            f"(over the {cpu['single_post_requests']:,} requests of the {len(THROUGHPUT)} many-client POST rows);"
+        out += _wrap(
+            f"load generator CPU per single-message POST: {cpu['loadgen_us_per_request']:.0f} µs, "
+            f"master {cpu['master_us_per_request']:.0f} µs (over the {cpu['single_post_requests']:,} requests "
+            f"of the many-client POST rows); while they ran the master used {cpu['master_cpu_util']:.0%} "
+            f"of a core and the generator {cpu['loadgen_cpu_util']:.0%}."
         )
-        out.append(
-            f"  while they ran the master used {cpu['master_cpu_util']:.0%} of a core "
-            f"and the generator {cpu['loadgen_cpu_util']:.0%}; "
-            f"whole run: generator {cpu['loadgen_cpu_s']:.2f} s, master {cpu['master_cpu_s']:.2f} s CPU."
+    if cpu["master_cpu_s"] is not None:
+        out += _wrap(
+            f"CPU over the whole run: load generator {cpu['loadgen_cpu_s']:.2f} s, master {cpu['master_cpu_s']:.2f} s."
         )
     else:
-        out.append(
-            f"load generator CPU: {cpu['loadgen_cpu_s']:.2f} s over the run "
+        out += _wrap(
+            f"CPU over the whole run: load generator {cpu['loadgen_cpu_s']:.2f} s "
             "(the master's CPU is unknown for an external cluster)."
         )
     for r in rows:
         if r["errors"] and r.get("error_sample"):
-            out.append(f"{r['name']}: {r['errors']} errors, first: {r['error_sample']} {r['statuses'] or ''}".rstrip())
-    out.append(f"command: {report['command']}")
+            out += _wrap(
+                f"{r['name']}: {r['errors']} errors, first: {r['error_sample']} {r['statuses'] or ''}".rstrip()
+            )
+    out += _wrap_command(report["command"])
     return "\n".join(out)
+
+
+def _wrap_command(command: str) -> list[str]:
+    """`command: replog bench …`, folded between options (an option stays with its value) with shell
+    line continuations, so that it still pastes."""
+    words: list[str] = []
+    for word in shlex.split(command):
+        if words and words[-1].startswith("--") and " " not in words[-1] and not word.startswith("-"):
+            words[-1] += " " + shlex.quote(word)
+        else:
+            words.append(shlex.quote(word))
+    lines = ["command:"]
+    for word in words:
+        if len(lines[-1]) + 1 + len(word) > WIDTH - 2 and lines[-1].strip() != "command:":
+            lines[-1] += " \\"
+            lines.append("   ")
+        lines[-1] += " " + word
+    return lines
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -883,10 +911,10 @@ def run(
         requests, clients, batch_size, batch_requests or max(1, requests // 20), catchup_messages, loop, idle_streams
     )
     info = machine_info(loop)
-    if not as_json:
-        click.echo(header_line(info), err=True)
-
     progress = Progress(sys.stderr)
+    if progress.tty and not as_json and not sys.stdout.isatty():
+        # The table on stdout names the machine again; say it up front only where the table is not shown.
+        click.echo(header_line(info), err=True)
     cluster = None
     secure_cluster = None
     workdir = None
