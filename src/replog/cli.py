@@ -675,7 +675,9 @@ def _serve(
         loop=loop,
         shutdown_timeout=2.0,
         ssl_context=edges.server_context(edge.tls),
-        backlog=ACCEPT_BATCH,  # what asyncio accepts in one pass; the kernel queue stays LISTEN_BACKLOG
+        # What asyncio accepts in one pass (the kernel queue stays LISTEN_BACKLOG). uvloop calls listen() itself
+        # with this number, and libuv copes with running out of descriptors on its own: give it the whole queue.
+        backlog=LISTEN_BACKLOG if type(loop).__module__.startswith("uvloop") else ACCEPT_BATCH,
     )
     log.info("node_stopped")
 
