@@ -459,7 +459,7 @@ def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
     return Edge(tls, kw.pop("max_connections"), kw.pop("read_timeout"), reserve)
 
 
-@main.command()
+@main.command(short_help="Run a node that etcd makes master or secondary.")
 @click.option("--name", required=True, envvar="REPLOG_NAME", help="This node's name in the cluster (unique, stable).")
 @click.option(
     "--advertise",
