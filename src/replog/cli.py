@@ -16,7 +16,17 @@ import click
 
 from replog import __version__
 from replog.cli_security import security_config, security_options, warn_insecure
-from replog.config import MasterConfig, SecondaryConfig
+from replog.config import (
+    ACCEPT_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    DESCRIPTOR_RESERVE,
+    LISTEN_BACKLOG,
+    Edge,
+    MasterConfig,
+    SecondaryConfig,
+    Tls,
+)
 
 DEFAULT_MASTER = "http://127.0.0.1:8000"
 
@@ -93,6 +103,50 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             envvar="REPLOG_LOOP",
             help="Event loop: the standard one (measured as fast as uvloop for replog's nodes), uvloop, or uvloop when installed (auto).",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CERT",
+            help="Serve HTTPS with this certificate chain (PEM); also presented to nodes this one calls that ask for one.",
+        ),
+        click.option(
+            "--tls-key",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_KEY",
+            help="The private key (PEM) of --tls-cert.",
+        ),
+        click.option(
+            "--tls-ca",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CA",
+            help="CA file that verifies the https:// nodes this one calls (default: the system's CAs).",
+        ),
+        click.option(
+            "--tls-client-ca",
+            type=click.Path(dir_okay=False),
+            default=None,
+            envvar="REPLOG_TLS_CLIENT_CA",
+            help="Mutual TLS: internal endpoints (replication, promises, recovery reads, heartbeats) require a client certificate signed by this CA; clients need none.",
+        ),
+        click.option(
+            "--max-connections",
+            type=click.IntRange(1),
+            default=DEFAULT_MAX_CONNECTIONS,
+            show_default=True,
+            envvar="REPLOG_MAX_CONNECTIONS",
+            help="Open client connections at most; at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
+        ),
+        click.option(
+            "--read-timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=DEFAULT_READ_TIMEOUT,
+            show_default=True,
+            envvar="REPLOG_READ_TIMEOUT",
+            help="Seconds a request head may take to arrive whole, and a body may stall; slower clients get 408 and are dropped.",
         ),
         click.option(
             "--log-format",
@@ -292,9 +346,19 @@ def master(
         )
     if kw["suspect_after"] > kw["unhealthy_after"]:
         raise click.BadParameter("must not exceed --unhealthy-after", param_hint="--suspect-after")
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + len(secondaries) * (kw["replication_window"] + 2))
+    tls = edge.tls
     secured, insecure = security_config(kw)
     config = MasterConfig(
-        port=port, secondaries=secondaries, default_w=default_w, fsync=fsync == "always", **secured, **kw
+        port=port,
+        secondaries=secondaries,
+        default_w=default_w,
+        fsync=fsync == "always",
+        tls_ca=tls.ca,
+        tls_cert=tls.cert,
+        tls_key=tls.key,
+        **secured,
+        **kw,
     )
     _serve(
         "master",
@@ -304,6 +368,7 @@ def master(
         log_format,
         log_level,
         lambda: warn_insecure(build_master_app(config), config.host, insecure),
+        edge=edge,
         secondaries=list(secondaries),
     )
 
@@ -342,12 +407,29 @@ def master(
     envvar="REPLOG_RESET",
     help="Erase the log in --data-dir before starting: how a diverged secondary rejoins.",
 )
+@click.option(
+    "--buffer-max-bytes",
+    type=click.IntRange(1),
+    default=64 << 20,
+    show_default=True,
+    envvar="REPLOG_BUFFER_MAX_BYTES",
+    help="Memory held for entries that arrived past a gap, at most; a replication request beyond it gets 503 buffer_full (the master resends from the gap).",
+)
+@click.option(
+    "--buffer-max-distance",
+    type=click.IntRange(1),
+    default=1_000_000,
+    show_default=True,
+    envvar="REPLOG_BUFFER_MAX_DISTANCE",
+    help="Entries this many seqs past the gap-free end are refused (400 seq_out_of_window; the master resends from the gap).",
+)
 @server_options
 @security_options
 def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync: str, reset: bool, **kw: Any) -> None:
     """Run a secondary: it stores what the master replicates and serves reads."""
     from replog.secondary import build_secondary_app
 
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE)
     secured, insecure = security_config(kw)
     config = SecondaryConfig(port=port, fsync=fsync == "always", **secured, **kw)
     _serve(
@@ -358,11 +440,26 @@ def secondary(port: int, loop_name: str, log_format: str, log_level: str, fsync:
         log_format,
         log_level,
         lambda: warn_insecure(build_secondary_app(config, reset=reset), config.host, insecure),
+        edge=edge,
         delay=config.delay,
     )
 
 
-@main.command()
+def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
+    """Take the TLS and connection options out of kw; a TLS file that is missing or does not fit is one
+    error line now, before the node opens its log."""
+    from replog.edge import TlsConfigError, client_context, server_context
+
+    tls = Tls(kw.pop("tls_cert"), kw.pop("tls_key"), kw.pop("tls_ca"), kw.pop("tls_client_ca"))
+    try:
+        server_context(tls)
+        client_context(tls)
+    except TlsConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return Edge(tls, kw.pop("max_connections"), kw.pop("read_timeout"), reserve)
+
+
+@main.command(short_help="Run a node that etcd makes master or secondary.")
 @click.option("--name", required=True, envvar="REPLOG_NAME", help="This node's name in the cluster (unique, stable).")
 @click.option(
     "--advertise",
@@ -458,6 +555,9 @@ def node(
     if advertise is not None and not advertise.startswith(("http://", "https://")):
         raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
     url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
+    # The connection bounds and HTTPS serving apply to this role too; its own calls to other nodes do
+    # not use --tls-ca yet (replog.node makes its own session).
+    edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + 6 * nodes)
     config = NodeConfig(
         name=name,
         advertise=url,
@@ -476,6 +576,7 @@ def node(
         log_format,
         log_level,
         lambda: build_node_app(config),
+        edge=edge,
         name=name,
         advertise=url,
         etcd=list(etcd),
@@ -504,6 +605,7 @@ def _serve(
     log_format: str,
     log_level: str,
     build: Callable[[], Any],
+    edge: Edge,
     **startup: Any,
 ) -> None:
     from aiohttp import web
@@ -514,6 +616,7 @@ def _serve(
     import aiohttp.web_server
     import structlog
 
+    from replog import edge as edges
     from replog.http import JsonErrorHandler
     from replog.storage import CorruptLogError
 
@@ -521,6 +624,14 @@ def _serve(
     # Bind first: a port in use is one clear error line and exit 1, before the data dir is opened
     # and before anything says the node started.
     socks = _listen(host, port)
+    max_connections = edges.fit_descriptors(edge.max_connections, edge.reserve)
+    if max_connections < edge.max_connections:
+        log.warning(
+            "max_connections_lowered",
+            asked=edge.max_connections,
+            max_connections=max_connections,
+            detail="the descriptor limit (ulimit -n) is too low for --max-connections; raise it",
+        )
     try:
         app = build()
     except CorruptLogError as exc:
@@ -529,17 +640,32 @@ def _serve(
         raise click.ClickException(f"cannot open the data directory: {exc}") from None
 
     loop = _new_loop(loop_name)
+    edge_notes: dict[str, Any] = {}  # the start line names TLS and the bounds only where they are not the defaults
+    if edge.tls.serving:
+        edge_notes["tls"] = "mutual" if edge.tls.client_ca is not None else "on"
+    if max_connections != DEFAULT_MAX_CONNECTIONS:
+        edge_notes["max_connections"] = max_connections
+    if edge.read_timeout != DEFAULT_READ_TIMEOUT:
+        edge_notes["read_timeout"] = edge.read_timeout
     bound = socks[0].getsockname()[1]  # the port asked for, or the one the kernel chose for 0
 
     async def announce(app: Any) -> None:
-        log.info("node_started", host=host, port=bound, loop=type(loop).__module__.split(".")[0], **startup)
+        log.info(
+            "node_started", host=host, port=bound, loop=type(loop).__module__.split(".")[0], **edge_notes, **startup
+        )
 
     async def stopping(app: Any) -> None:
         log.info("node_stopping")
 
     app.on_startup.append(announce)
     app.on_shutdown.append(stopping)
-    aiohttp.web_server.RequestHandler = JsonErrorHandler  # type: ignore[misc]  # see JsonErrorHandler
+    if edge.tls.client_ca is not None:
+        app.middlewares.append(edges.internal_needs_peer_cert)
+    gate = edges.Gate(max_connections, edge.read_timeout)
+    # A TLS handshake happens before a connection reaches the gate: bound its time the same way.
+    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = edge.read_timeout  # type: ignore[attr-defined]
+    # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections.
+    aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
     web.run_app(
         app,
         sock=socks,
@@ -548,6 +674,10 @@ def _serve(
         handler_cancellation=True,
         loop=loop,
         shutdown_timeout=2.0,
+        ssl_context=edges.server_context(edge.tls),
+        # What asyncio accepts in one pass (the kernel queue stays LISTEN_BACKLOG). uvloop calls listen() itself
+        # with this number, and libuv copes with running out of descriptors on its own: give it the whole queue.
+        backlog=LISTEN_BACKLOG if type(loop).__module__.startswith("uvloop") else ACCEPT_BATCH,
     )
     log.info("node_stopped")
 
@@ -557,6 +687,8 @@ def _listen(host: str, port: int) -> list[Any]:
     a ClickException naming host:port when one cannot be bound."""
     import socket
 
+    from replog.edge import Listener
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
@@ -564,13 +696,13 @@ def _listen(host: str, port: int) -> list[Any]:
     socks: list[socket.socket] = []
     try:
         for family, kind, proto, _, addr in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            sock = Listener(family, kind, proto)  # keeps its kernel queue when asyncio listens again
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((addr[0], port, *addr[2:]))
-            sock.listen(1024)
+            sock.listen(LISTEN_BACKLOG)
             port = sock.getsockname()[1]  # with port 0: every address on the port the kernel chose for the first
     except OSError as exc:
         for sock in socks:
@@ -986,6 +1118,12 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     show_default=True,
     envvar="REPLOG_BENCH_IDLE_STREAMS",
     help="Streams the idle scenario holds open on the master.",
+)
+@click.option(
+    "--secure",
+    is_flag=True,
+    envvar="REPLOG_BENCH_SECURE",
+    help="Also start a local cluster over TLS, with a cluster key, and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, envvar="REPLOG_BENCH_JSON", help="Print the results as JSON instead of a table."

@@ -6,6 +6,38 @@ from dataclasses import dataclass, field
 
 from replog.commitment import majority
 
+DEFAULT_MAX_CONNECTIONS = 2048  # above the 1,000 idle streams `replog bench` holds, far below usual hard limits
+DEFAULT_READ_TIMEOUT = 10.0  # seconds a request head may take, and a body may stall
+ACCEPT_BATCH = 16  # connections asyncio accepts in one loop pass, before any reaches the gate (see replog.edge)
+LISTEN_BACKLOG = 1024  # connections the kernel queues for the node to accept
+# Descriptors a node keeps beyond its cap: accept batches not yet gated or not yet closed (a few loop passes'
+# worth), its log files, its listener and its outbound calls.
+DESCRIPTOR_RESERVE = 64 + 4 * ACCEPT_BATCH
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The TLS files of one node (replog.edge loads them); all None: plain HTTP."""
+
+    cert: str | None = None  # this node's certificate chain (PEM): it serves HTTPS, and presents it when calling
+    key: str | None = None  # its private key (PEM)
+    ca: str | None = None  # the CA that signs the nodes this one calls (None: the system's trust store)
+    client_ca: str | None = None  # internal endpoints require a client certificate signed by this CA
+
+    @property
+    def serving(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A node's network edge as the CLI gives it to the server: TLS files and the connection bounds."""
+
+    tls: Tls = Tls()
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open client connections at most
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    reserve: int = DESCRIPTOR_RESERVE  # descriptors kept beyond the cap for the node's own use
+
 
 @dataclass(frozen=True)
 class MasterConfig:
@@ -31,6 +63,9 @@ class MasterConfig:
     # node that answers, the master's own vote counts although it has no log of its own
     fsync: bool = True  # with data_dir: fsync before counting a write as held
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    tls_ca: str | None = None  # CA that verifies the secondaries (https:// URLs); None: the system's trust store
+    tls_cert: str | None = None  # this node's certificate and key, presented to secondaries that ask (mutual TLS)
+    tls_key: str | None = None
     cluster_key: str | None = field(default=None, repr=False)  # sent to every secondary; asked of internal calls
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
     summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)
@@ -58,6 +93,8 @@ class SecondaryConfig:
     fsync: bool = True
     seed: int | None = None  # seeds the fail-rate dice, for reproducible runs
     stream_keepalive: float = 15.0  # seconds between keep-alive comments of an idle GET /messages/stream
+    buffer_max_bytes: int = 64 << 20  # memory held behind a gap at most (503 buffer_full beyond)
+    buffer_max_distance: int = 1_000_000  # entries this far past the gap-free end are refused (seq_out_of_window)
     cluster_key: str | None = field(default=None, repr=False)  # asked of every internal call (never shown)
     token_file: str | None = None  # lines `<role> <token>` guarding the client API; None = open
     summary_interval: float = 10.0  # seconds between two `summary` log lines (when something happened)

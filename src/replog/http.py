@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web, web_protocol
 
 from replog import errors, jsoncodec
+from replog.edge import BodyTimeout
 from replog.log import Log
 from replog.protocol import ApiError, parse_query_int, parse_wait
 
@@ -86,6 +87,9 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "payload_too_large", "the request body is larger than this node accepts") from None
+    except BodyTimeout:
+        # The body stalled past the node's --read-timeout (replog.edge): the connection closes after this answer.
+        raise ApiError(408, "request_timeout", "the request body stalled; the connection is closed") from None
     except web.RequestPayloadError:
         # aiohttp could not decode the body: a Content-Encoding that does not decompress, say.
         raise ApiError(400, "invalid_body", "the request body cannot be decoded as its headers say") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,10 +11,11 @@ import aiohttp
 from aiohttp import web
 
 from replog.auth import Guard
-from replog.config import MasterConfig
+from replog.config import MasterConfig, Tls
 from replog.dashboard import add_dashboard_routes
 from replog.datadir import open_log
 from replog.durable import GroupCommit
+from replog.edge import client_context
 from replog.http import (
     expect_handler,
     json_errors,
@@ -64,7 +66,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
         health_timeout = max(config.heartbeat_interval, 0.5)
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=config.replication_timeout),
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=_node_ssl(config)),
         )
         holder: list[Master] = []
         transports: list[Transport] = [
@@ -130,6 +132,14 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
     app.router.add_get("/metrics", metrics_handler(lambda app: app[MASTER].metrics))
     app.router.add_get("/readyz", readyz_handler(lambda app: app.get(MASTER), "master"))
     return app
+
+
+def _node_ssl(config: MasterConfig) -> ssl.SSLContext | bool:
+    """How the master verifies its secondaries: against --tls-ca, presenting its own certificate (for
+    secondaries that ask for one); without TLS options, aiohttp's default (the system's CAs)."""
+    if config.tls_ca is None and config.tls_cert is None:
+        return True
+    return client_context(Tls(cert=config.tls_cert, key=config.tls_key, ca=config.tls_ca))
 
 
 def _master_log(app: web.Application) -> tuple[Log, int, str | None]:

@@ -8,11 +8,29 @@ released in whole client batches only.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from replog.log import BATCH_MORE, HashedItem, Log, chain
 
 WireEntry = tuple[int, str | None, str, int, bytes]  # (seq, id, text, flags, hash)
+ENTRY_OVERHEAD = 200  # bytes an entry held costs beyond its strings: its tuple, its dict slot, its hash
+
+
+def held_size(id_: str | None, text: str) -> int:
+    """Memory one held entry costs, as the buffer counts it (the strings as Python stores them)."""
+    return sys.getsizeof(text) + (sys.getsizeof(id_) if id_ is not None else 0) + ENTRY_OVERHEAD
+
+
+class BufferFull(Exception):
+    """Holding these entries behind the gap would take the buffer past its byte cap: refused whole, nothing
+    changes; the master resends from the gap."""
+
+    def __init__(self, held: int, offered: int, cap: int) -> None:
+        super().__init__(f"holding {offered} more bytes behind the gap ({held} held) would pass the cap of {cap}")
+        self.held = held
+        self.offered = offered
+        self.cap = cap
 
 
 class Conflict(Exception):
@@ -30,19 +48,38 @@ class Released:
     first: int
     items: list[HashedItem] = field(default_factory=list)
     dropped: int = 0  # buffered entries thrown away because they did not chain onto the log
+    trimmed: int = 0  # held entries forgotten (the farthest first) to keep the buffer under its byte cap
 
 
 class ReorderBuffer:
     """Drops duplicates, holds entries behind a gap, releases the verified gap-free prefix.
 
-    Invariant: every key of pending is > log.last_seq (what the log holds is never pending).
+    Invariants: every key of pending is > log.last_seq (what the log holds is never pending);
+    held_bytes is the sum of held_size over pending, and after offer() it is at most max_bytes.
     """
 
-    def __init__(self, log: Log, *, max_pending: int = 200_000, window: int = 10_000_000) -> None:
+    def __init__(
+        self, log: Log, *, max_pending: int = 200_000, window: int = 10_000_000, max_bytes: int = 64 << 20
+    ) -> None:
         self.log = log
         self.pending: dict[int, HashedItem] = {}  # seq -> entry, held until the gap before it fills
         self.max_pending = max_pending  # beyond this many held entries the buffer is dropped (they are resent)
         self.window = window  # entries this far past the log's end are refused outright
+        self.max_bytes = max_bytes  # memory held behind the gap at most (held_size of each entry)
+        self.held_bytes = 0
+
+    def admit(self, entries: list[WireEntry]) -> None:
+        """Raise BufferFull if entries cannot fill the gap and holding them would pass the byte cap;
+        changes nothing. A request that holds the next seq is always taken: it moves the log on."""
+        last = self.log.last_seq
+        offered = 0
+        for seq, id_, text, _, _ in entries:
+            if seq == last + 1:
+                return
+            if seq > last and seq not in self.pending:
+                offered += held_size(id_, text)
+        if offered and self.held_bytes + offered > self.max_bytes:
+            raise BufferFull(self.held_bytes, offered, self.max_bytes)
 
     def check(self, entries: list[WireEntry]) -> None:
         """Raise Conflict if any entry contradicts one already held; changes nothing."""
@@ -63,7 +100,11 @@ class ReorderBuffer:
         pending = self.pending
         for seq, id_, text, flags, h in entries:
             if seq > last:
+                old = pending.get(seq)
+                if old is not None:
+                    self.held_bytes -= held_size(old[0], old[1])
                 pending[seq] = (id_, text, flags, h)
+                self.held_bytes += held_size(id_, text)
         released = Released(first=last + 1)
         run: list[HashedItem] = []
         whole = 0  # how many entries of run end a client batch
@@ -83,19 +124,30 @@ class ReorderBuffer:
             nxt += 1
         if whole:
             for seq in range(last + 1, last + 1 + whole):
-                del pending[seq]
+                id_, text, _, _ = pending.pop(seq)
+                self.held_bytes -= held_size(id_, text)
             released.items = run[:whole]
             log.extend_hashed(released.items)
         if foreign:
             # An entry that does not chain onto the log belongs to another log (a dead master's
             # late request): everything held past the gap is suspect; the master resends ours.
             released.dropped = len(pending)
-            pending.clear()
+            self.reset()
         elif len(pending) > self.max_pending:
             # A flood of entries behind a gap: forget them rather than grow without bound.
             released.dropped = len(pending)
-            pending.clear()
+            self.reset()
+        elif self.held_bytes > self.max_bytes:
+            # Over the byte cap (a request that filled part of the gap brought more): forget the farthest
+            # entries first, which the master resends once the gap before them fills.
+            for seq in sorted(pending, reverse=True):
+                id_, text, _, _ = pending.pop(seq)
+                self.held_bytes -= held_size(id_, text)
+                released.trimmed += 1
+                if self.held_bytes <= self.max_bytes:
+                    break
         return released
 
     def reset(self) -> None:
         self.pending.clear()
+        self.held_bytes = 0

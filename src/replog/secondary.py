@@ -31,8 +31,8 @@ from replog.http import (
 )
 from replog.log import BATCH_MORE, GENESIS, Log
 from replog.metrics import NotReady, SecondaryMetrics, log_summaries, metrics_handler, readyz_handler
-from replog.protocol import Fence, bad, parse_fence, parse_query_int, parse_replicate
-from replog.reorder import Conflict, ReorderBuffer
+from replog.protocol import ApiError, Fence, bad, parse_fence, parse_query_int, parse_replicate
+from replog.reorder import BufferFull, Conflict, ReorderBuffer
 from replog.storage import Meta, Record
 from replog.stream import stream_handler
 from replog.tail import Tail
@@ -69,7 +69,9 @@ class Secondary:
             else None
         )
         self.failed: str | None = None  # why this node can no longer do its job (its disk failed)
-        self.buffer = ReorderBuffer(self.log)
+        self.buffer = ReorderBuffer(
+            self.log, window=config.buffer_max_distance, max_bytes=config.buffer_max_bytes
+        )  # bounded in entries, bytes and distance past the gap-free end
         self.view = MessagesView(self.log)
         self.incarnation = uuid.uuid4().hex  # a new one per process: tells the master we restarted
         self._rng = random.Random(config.seed)
@@ -189,6 +191,10 @@ class Secondary:
         except Conflict as exc:
             self.logger.error("entry_conflict", seq=exc.seq)
             raise errors.EntryConflict(str(exc), **self.status()) from None
+        try:
+            self.buffer.admit(req.entries)
+        except BufferFull as exc:
+            raise ApiError(503, "buffer_full", str(exc), **self.status()) from None
         if adopting:  # only once the batch is known to be acceptable: a refused batch changes nothing
             async with self._meta_lock:
                 if log.last_seq == 0 and (not self.adopted or log.log_id != req.log_id):
@@ -202,6 +208,8 @@ class Secondary:
             self.tail.notify()  # the gap-free prefix grew (with a disk: once it is synced)
         if released.dropped:
             self.logger.warning("foreign_entries_dropped", count=released.dropped, at=released.first)
+        if released.trimmed:
+            self.logger.info("held_entries_trimmed", count=released.trimmed, held_bytes=self.buffer.held_bytes)
         if released.items and self.commit is not None:
             # Ack only what is on disk; concurrent batches share one fsync.
             records = [Record(*item) for item in released.items]
@@ -334,6 +342,7 @@ async def get_health(request: web.Request) -> web.Response:
             **secondary.status(at),
             "status": "ok" if secondary.failed is None else "disk_failed",
             "buffered": len(secondary.buffer.pending),
+            "buffered_bytes": secondary.buffer.held_bytes,
             "waiting_reads": secondary.tail.waiting,
             "streams": secondary.tail.streams,
         }

@@ -54,7 +54,7 @@ from replog.log import BATCH, BATCH_MORE, GENESIS, chain
 from replog.tools.cluster import Node, free_port, http_json
 
 MAX_BODY = 65536  # --max-body-bytes of the secondary under fuzz
-WINDOW = 10_000_000  # entries this far past a secondary's end are refused (seq_out_of_window)
+WINDOW = 1_000_000  # entries this far past a secondary's end are refused (seq_out_of_window, --buffer-max-distance)
 MAX_SEQ = 2**62  # seqs (and prev seqs) travel as integers below this
 ENTRIES_CAP = 10_000  # GET /entries serves at most about this many entries
 LOG = "f022" * 8  # the identity of the log the fuzz replicates

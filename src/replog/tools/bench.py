@@ -47,6 +47,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -64,7 +65,7 @@ import click
 from replog import __version__
 from replog.commitment import majority
 from replog.tools import loadgen
-from replog.tools.cluster import ClusterError, LocalCluster, http_json, wait_until
+from replog.tools.cluster import ClusterError, ClusterTls, LocalCluster, http_json, wait_until
 
 SCENARIOS = (
     "w1",
@@ -176,14 +177,17 @@ class Target:
     def __init__(self, url: str, cluster: LocalCluster | None = None) -> None:
         self.url = url.rstrip("/")
         parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme != "http" or not parts.hostname:
+        tls = cluster.tls if cluster is not None else None
+        if parts.scheme != ("https" if tls is not None else "http") or not parts.hostname:
             raise click.BadParameter(f"{url!r} is not an http:// URL", param_hint="--master")
         self.host = parts.hostname
         self.port = parts.port or 80
         self.cluster = cluster
+        self.ca = tls.ca if tls is not None else None  # a local cluster over TLS: its CA file
+        self._context = tls.context() if tls is not None else None
 
     def health(self) -> dict[str, Any]:
-        status, data = http_json("GET", self.url + "/health", timeout=10.0)
+        status, data = http_json("GET", self.url + "/health", timeout=10.0, context=self._context)
         if status != 200 or not isinstance(data, dict):
             raise click.ClickException(f"{self.url}/health answered HTTP {status}")
         return data
@@ -314,6 +318,7 @@ class Bench:
             "clients": clients,
             "loop": self.settings.loop,
             "stall_timeout": STALL_TIMEOUT,
+            "ca": self.target.ca,
         }
         return self._child("replog.tools.loadgen", spec, count)
 
@@ -782,8 +787,43 @@ def _wrap_command(command: str) -> list[str]:
 # -- the command -----------------------------------------------------------------------------
 
 
+SECURE_SCENARIOS = ("w1", "majority", "all", "latency", "batch")  # the ones the load generator runs (over TLS too)
+SECURE_DEFAULT = ("all", "batch")
+
+
+def _tls_files(workdir: str) -> ClusterTls:
+    """A throwaway CA and one certificate for 127.0.0.1, made with trustme, in workdir."""
+    try:
+        import trustme
+    except ImportError:
+        raise click.ClickException("--secure makes its certificates with trustme: pip install trustme") from None
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    paths = [os.path.join(workdir, name) for name in ("ca.pem", "cert.pem", "key.pem")]
+    ca.cert_pem.write_to_path(paths[0])
+    leaf.cert_chain_pems[0].write_to_path(paths[1])
+    leaf.private_key_pem.write_to_path(paths[2])
+    return ClusterTls(*paths)
+
+
+def _secure_rows(plain: list[dict[str, Any]], secure: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each scenario's plain row, then its secure row noting the ratio of their rates."""
+    rows = []
+    for p, s in zip(plain, secure, strict=True):
+        ratio = s["rate"] / p["rate"] if p["rate"] else 0.0
+        s["secure_ratio"] = round(ratio, 3)
+        s["note"] = f"{ratio:.2f}x plain" + (f"; {s['note']}" if s.get("note") else "")
+        rows += [p, s]
+    return rows
+
+
 def _start_cluster(
-    data_dir: str | None, fsync: str, heartbeat_interval: float | None, extra_node_args: tuple[str, ...] = ()
+    data_dir: str | None,
+    fsync: str,
+    heartbeat_interval: float | None,
+    extra_node_args: tuple[str, ...] = (),
+    tls: ClusterTls | None = None,
+    cluster_key: str | None = None,
 ) -> LocalCluster:
     workdir = None
     if data_dir is not None:
@@ -800,6 +840,8 @@ def _start_cluster(
         master_args=node_args,
         secondary_args=node_args,
         heartbeat_interval=heartbeat_interval,
+        tls=tls,
+        cluster_key=cluster_key,
     )
     try:
         cluster.start(timeout=60)
@@ -831,10 +873,24 @@ def run(
     loop: str,
     as_json: bool,
     idle_streams: int = 1000,
+    secure: bool = False,
 ) -> None:
     """`replog bench` once its options are parsed: run the scenarios named (all when none) on a local
     cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
-    are click.BadParameter, failures click.ClickException, as from any command."""
+    are click.BadParameter, failures click.ClickException, as from any command.
+
+    With secure, a second local cluster runs over TLS (its own CA, made with trustme) with a cluster key, and each scenario
+    runs on the plain cluster and then on the secure one: both rows, and the secure one's rate as a
+    fraction of the plain one's."""
+    if secure:
+        if master_url is not None:
+            raise click.BadParameter("compares two local clusters, not with --master", param_hint="--secure")
+        unsupported = [n for n in scenarios if n not in SECURE_SCENARIOS]
+        if unsupported:
+            raise click.BadParameter(
+                f"--secure runs {', '.join(SECURE_SCENARIOS)}, not {', '.join(unsupported)}", param_hint="--scenario"
+            )
+        scenarios = scenarios or SECURE_DEFAULT
     names = [n for n in SCENARIOS if n in scenarios] if scenarios else list(SCENARIOS)
     if master_url is not None and "catchup" in names:
         if scenarios:
@@ -860,7 +916,9 @@ def run(
         # The table on stdout names the machine again; say it up front only where the table is not shown.
         click.echo(header_line(info), err=True)
     cluster = None
+    secure_cluster = None
     workdir = None
+    tls_dir = tempfile.mkdtemp(prefix="replog-bench-tls-") if secure else None
     try:
         if master_url is None:
             progress.start("starting a master and 2 secondaries")
@@ -875,7 +933,23 @@ def run(
             target = Target(master_url)
             where = f"external, {target.url}"
         runner = Bench(target, settings, progress, data_dirs=data_dir is not None)
-        rows = runner.run(names)
+        if tls_dir is None:
+            rows = runner.run(names)
+        else:
+            progress.start("starting a master and 2 secondaries over TLS, with a cluster key")
+            secure_cluster = _start_cluster(
+                None, fsync, heartbeat_interval, tls=_tls_files(tls_dir), cluster_key=secrets.token_hex(32)
+            )
+            progress.finish("up")
+            secured = Bench(Target(secure_cluster.master.url, secure_cluster), settings, progress, data_dirs=False)
+            plain_rows, secure_rows = [], []
+            for name in names:  # alternating, so that the machine's drift during the run hits both alike
+                plain_rows += runner.run([name])
+                row = secured.run([name])[0]
+                row["title"] += " [TLS]"
+                secure_rows.append(row)
+            rows = _secure_rows(plain_rows, secure_rows)
+            where += "; a second one over TLS with a cluster key for the [TLS] rows, in memory"
     except OSError as exc:
         raise click.ClickException(f"cannot reach the cluster: {exc}") from None
     except ClusterError as exc:
@@ -883,6 +957,10 @@ def run(
     finally:
         if cluster is not None:
             _stop_cluster(cluster, workdir)
+        if secure_cluster is not None:
+            _stop_cluster(secure_cluster, None)
+        if tls_dir is not None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
 
     report = {
         "machine": info,

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +46,22 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
 
 
 def http_json(
-    method: str, url: str, body: Any = None, timeout: float = 10.0, token: str | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    timeout: float = 10.0,
+    token: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """One HTTP request with a JSON body (and token, if given, as Authorization: Bearer); (status, decoded
-    JSON). Raises OSError when unreachable."""
+    JSON). Raises OSError when unreachable (and on an https:// URL whose certificate context does not verify)."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -62,6 +69,34 @@ def http_json(
             return exc.code, json.loads(raw)
         except ValueError:
             return exc.code, raw.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ClusterTls:
+    """TLS files of a LocalCluster: every node serves HTTPS with cert/key, the master verifies the
+    secondaries with ca; node_certs replaces the (cert, key, the CA that signed it) of some nodes (0 the
+    master, i the i-th secondary), say with one another CA signed (the tooling verifies that node with its
+    own CA; the master still with ca). With mutual, secondaries require the master's certificate on their
+    internal endpoints (--tls-client-ca ca)."""
+
+    ca: str
+    cert: str
+    key: str
+    node_certs: Mapping[int, tuple[str, str, str]] = field(default_factory=dict)
+    mutual: bool = False
+
+    def args(self, index: int) -> list[str]:
+        cert, key, _ = self.node_certs.get(index, (self.cert, self.key, self.ca))
+        args = ["--tls-cert", cert, "--tls-key", key]
+        if index == 0:
+            args += ["--tls-ca", self.ca]
+        elif self.mutual:
+            args += ["--tls-client-ca", self.ca]
+        return args
+
+    def context(self, index: int = 0) -> ssl.SSLContext:
+        """What the tooling verifies node index with (0 the master, i the i-th secondary)."""
+        return ssl.create_default_context(cafile=self.node_certs.get(index, (None, None, self.ca))[2])
 
 
 class Node:
@@ -75,12 +110,14 @@ class Node:
         log_path: Path,
         host: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
     ) -> None:
         self.role = role
         self.port = port
         self.host = host
-        self.url = f"http://{host}:{port}"
+        self.ssl_context = ssl_context  # given: the node serves HTTPS and is verified with this
+        self.url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
         self.args = list(args)  # options after `replog ROLE --port PORT`
         self.log_path = log_path
         self.env = dict(env or {})  # extra environment of the process (inherited REPLOG_* variables are dropped)
@@ -135,11 +172,15 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
-        status, data = http_json("GET", self.url + "/health", timeout=timeout, token=self.token)
+        status, data = http_json(
+            "GET", self.url + "/health", timeout=timeout, token=self.token, context=self.ssl_context
+        )
         return data
 
     def messages(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        status, data = http_json("GET", self.url + "/messages", timeout=timeout, token=self.token)
+        status, data = http_json(
+            "GET", self.url + "/messages", timeout=timeout, token=self.token, context=self.ssl_context
+        )
         if status != 200:
             raise ClusterError(f"GET /messages on {self.url} answered {status}: {data}")
         return data["messages"]
@@ -217,6 +258,7 @@ class LocalCluster:
         workdir: str | os.PathLike[str] | None = None,
         heartbeat_interval: float | None = 0.2,
         host: str = "127.0.0.1",
+        tls: ClusterTls | None = None,
         cluster_key: str | None = None,
     ) -> None:
         """cluster_key, if given, is written to a file in the workdir that every node reads
@@ -224,6 +266,7 @@ class LocalCluster:
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-cluster-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
         self.cluster_key = cluster_key
         keyed: list[str] = []
         if cluster_key is not None:
@@ -240,16 +283,31 @@ class LocalCluster:
                 args += ["--fail-rate", str(fail_rates[i])]
             if data_dirs:
                 args += ["--data-dir", str(self.workdir / f"s{i + 1}")]
+            if tls is not None:
+                args += tls.args(i + 1)
             self.secondaries.append(
-                Node("secondary", free_port(host), args, self.workdir / f"s{i + 1}.log", host, token=cluster_key)
+                Node(
+                    "secondary",
+                    free_port(host),
+                    args,
+                    self.workdir / f"s{i + 1}.log",
+                    host,
+                    ssl_context=tls.context(i + 1) if tls is not None else None,
+                    token=cluster_key,
+                )
             )
         margs = [*keyed, *(a for s in self.secondaries for a in ("--secondary", s.url))]
+        if tls is not None:
+            margs += tls.args(0)
         if heartbeat_interval is not None:
             margs += ["--heartbeat-interval", str(heartbeat_interval)]
         if data_dirs:
             margs += ["--data-dir", str(self.workdir / "m")]
         margs += list(master_args)
-        self.master = Node("master", free_port(host), margs, self.workdir / "m.log", host, token=cluster_key)
+        context = tls.context(0) if tls is not None else None
+        self.master = Node(
+            "master", free_port(host), margs, self.workdir / "m.log", host, ssl_context=context, token=cluster_key
+        )
 
     def route_secondary(self, index: int, url: str) -> None:
         """Have the master reach secondary `index` at url (a proxy in front of it, say) instead of its own URL.
@@ -300,7 +358,14 @@ class LocalCluster:
         body = dict(fields)
         if message is not None:
             body["message"] = message
-        return http_json("POST", self.master.url + "/messages", body, timeout=timeout, token=self.master.token)
+        return http_json(
+            "POST",
+            self.master.url + "/messages",
+            body,
+            timeout=timeout,
+            token=self.master.token,
+            context=self.master.ssl_context,
+        )
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -37,6 +37,7 @@ import asyncio
 import json
 import math
 import resource
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -97,6 +98,8 @@ class Run:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.host: str = spec["host"]
         self.port: int = spec["port"]
+        # HTTPS, verified with this CA file (spec["ca"]); None: plain HTTP.
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
         self.count: int = spec["count"]
         self.clients: int = min(spec["clients"], self.count)
         self.stall_timeout: float = spec.get("stall_timeout", 60.0)
@@ -161,7 +164,9 @@ class Run:
             self.finished.set_result(None)
 
     async def connect(self) -> Client:
-        _, client = await asyncio.get_running_loop().create_connection(lambda: Client(self), self.host, self.port)
+        _, client = await asyncio.get_running_loop().create_connection(
+            lambda: Client(self), self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+        )
         return client
 
     def reconnect(self, delay: float = 0.0) -> None:

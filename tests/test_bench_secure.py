@@ -1,0 +1,35 @@
+"""Smoke test of `replog bench --secure`: plain and [TLS] rows of the same scenarios, with their ratio, from one
+tiny run as a real subprocess. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "replog", "bench", *args], capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.timeout(120)
+def test_secure_runs_each_scenario_on_a_plain_and_a_tls_cluster() -> None:
+    proc = run_bench("--secure", "--requests", "200", "--batch-requests", "5", "--batch-size", "20", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = report["scenarios"]
+    assert [r["name"] for r in rows] == ["all", "all", "batch", "batch"]
+    for plain, secure in (rows[0:2], rows[2:4]):
+        assert plain["errors"] == 0 and secure["errors"] == 0, (plain, secure)
+        assert secure["title"] == plain["title"] + " [TLS]"
+        assert secure["secure_ratio"] == pytest.approx(secure["rate"] / plain["rate"], abs=1e-3)
+        assert "secure_ratio" not in plain
+
+
+def test_secure_refuses_an_external_master_and_scenarios_it_cannot_run() -> None:
+    proc = run_bench("--secure", "--master", "http://127.0.0.1:9")
+    assert proc.returncode != 0 and "--secure" in proc.stderr
+    proc = run_bench("--secure", "--scenario", "catchup")
+    assert proc.returncode != 0 and "catchup" in proc.stderr
