@@ -1,9 +1,9 @@
 """Who may call what on a node: the cluster key guards the internal endpoints, client tokens the client API.
 
-One middleware (Guard.middleware) decides for both node roles, from one table of what each route needs:
+One middleware (Guard.middleware) decides for every node role, from one table of what each route needs:
 
-- internal (POST /replicate, POST /promise, GET /entries, and a master's GET /health: with its fence headers
-  or ?at=SEQ): the cluster key, when the node has one;
+- internal (POST /replicate, POST /promise, GET /entries, a failover node's POST /rollback, and a master's
+  GET /health: with its fence headers or ?at=SEQ): the cluster key, when the node has one;
 - write (POST /messages): a `write` token, when the node has a token file;
 - read (every other route: GET /messages, /messages/stream, /health, /log, /metrics): a `read` or `write`
   token, when the node has a token file;
@@ -49,6 +49,7 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/replicate"): Need.INTERNAL,
     ("POST", "/promise"): Need.INTERNAL,
     ("GET", "/entries"): Need.INTERNAL,
+    ("POST", "/rollback"): Need.INTERNAL,  # replog node only: a new master rolls back a contradicting tail
     ("POST", "/messages"): Need.WRITE,
     ("GET", "/livez"): Need.OPEN,
     ("GET", "/readyz"): Need.OPEN,

@@ -530,6 +530,7 @@ def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
     help="Seconds between the master's heartbeats to each node (and between its promise rounds).",
 )
 @server_options
+@security_options
 def node(
     name: str,
     advertise: str | None,
@@ -555,9 +556,10 @@ def node(
     if advertise is not None and not advertise.startswith(("http://", "https://")):
         raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
     url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
-    # The connection bounds and HTTPS serving apply to this role too; its own calls to other nodes do
-    # not use --tls-ca yet (replog.node makes its own session).
+    # The connection bounds, TLS and the security options apply to this role as to the static ones: its
+    # calls to other nodes verify them with --tls-ca and present the cluster key (etcd's are left plain).
     edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + 6 * nodes)
+    secured, insecure = security_config(kw)
     config = NodeConfig(
         name=name,
         advertise=url,
@@ -566,6 +568,8 @@ def node(
         port=port,
         default_w=default_w,
         fsync=fsync == "always",
+        tls=edge.tls,
+        **secured,
         **kw,
     )
     _serve(
@@ -575,7 +579,7 @@ def node(
         loop_name,
         log_format,
         log_level,
-        lambda: build_node_app(config),
+        lambda: warn_insecure(build_node_app(config), config.host, insecure),
         edge=edge,
         name=name,
         advertise=url,

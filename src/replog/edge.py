@@ -91,7 +91,7 @@ def client_context(tls: Tls) -> ssl.SSLContext:
     return ctx
 
 
-INTERNAL_PATHS = frozenset({"/replicate", "/promise", "/entries"})  # and /health when a master's heartbeat
+INTERNAL_PATHS = frozenset({"/replicate", "/promise", "/entries", "/rollback"})  # and /health when a master's heartbeat
 
 
 def internal(request: web.Request) -> bool:

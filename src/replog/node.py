@@ -27,10 +27,12 @@ import structlog
 from aiohttp import web
 
 from replog import errors
-from replog.config import MasterConfig, SecondaryConfig
+from replog.auth import Guard, bearer_headers
+from replog.config import MasterConfig, SecondaryConfig, Tls
 from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
+from replog.edge import client_context
 from replog.http import (
     expect_handler,
     json_errors,
@@ -72,6 +74,11 @@ class NodeConfig:
     heartbeat_interval: float = 0.5  # the master's heartbeats and promise rounds
     resign_after: float = 3.0  # lease periods without a promise majority before a master resigns
     master_kw: dict[str, Any] = field(default_factory=dict)  # further MasterConfig fields
+    # Security, as for the static roles (SPEC "Security"): the key guards this node's internal endpoints and
+    # goes with every call it makes to another node; tls.ca / tls.cert verify those nodes and identify it.
+    cluster_key: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    tls: Tls = Tls()
 
     @property
     def poll(self) -> float:
@@ -100,7 +107,8 @@ class Node:
         self.deadline = LeaseDeadline(config.lease_ttl)
         self.deferral = Deferral(config.lease_ttl, jitter=1.0)
         self.coordinator: Coordinator | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # calls to other nodes
+        self._etcd_session: aiohttp.ClientSession | None = None
         self._role_tasks: list[asyncio.Task[Any]] = []  # the current role's tasks (group commit, replicators)
         self._switch = asyncio.Lock()  # one role change at a time
         self._stepping_down: asyncio.Task[None] | None = None
@@ -275,6 +283,7 @@ class Node:
             lambda: self.master.fence if self.master is not None else None,
             replicate_timeout=30.0,
             health_timeout=max(self.config.heartbeat_interval, 0.5),
+            cluster_key=self.config.cluster_key,
         )
 
     async def _sync_members(self) -> None:
@@ -383,9 +392,12 @@ class Node:
     async def run(self) -> None:
         """The node's life: a lease kept alive, and the leader key watched. Runs until cancelled."""
         self._start_secondary_commit()
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # Two sessions: calls to other nodes verify them with --tls-ca (and present --tls-cert), as the static
+        # master's do; etcd is reached as its URLs say, with the system's CAs (its CA is not the nodes').
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=self._node_ssl()))
+        self._etcd_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         timeout = max(0.5, min(2.0, self.config.lease_ttl / 4))
-        self.coordinator = Coordinator(self._session, self.config.etcd, self.config.cluster, timeout=timeout)
+        self.coordinator = Coordinator(self._etcd_session, self.config.etcd, self.config.cluster, timeout=timeout)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(), name="lease")
@@ -407,6 +419,16 @@ class Node:
             await self._cancel_role_tasks(self.secondary.commit)
         if self._session is not None:
             await self._session.close()
+        if self._etcd_session is not None:
+            await self._etcd_session.close()
+
+    def _node_ssl(self) -> Any:
+        """How this node verifies the nodes it calls: against --tls-ca, presenting its own certificate (for
+        nodes that ask for one); without TLS options, aiohttp's default (the system's CAs)."""
+        tls = self.config.tls
+        if tls.ca is None and tls.cert is None:
+            return True
+        return client_context(Tls(cert=tls.cert, key=tls.key, ca=tls.ca))
 
     async def _lease_loop(self) -> None:
         """Hold a lease and our member key: renew every third of the TTL; a lost lease is granted again."""
@@ -546,10 +568,11 @@ class Node:
         """The position of each member that answers its /health now (as a secondary)."""
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=min(0.5, self.config.lease_ttl / 5))
+        auth = bearer_headers(self.config.cluster_key)  # good wherever a token is: the node may have a token file
 
         async def ask(url: str) -> Position | None:
             try:
-                async with self._session.get(url + "/health", timeout=timeout) as resp:  # type: ignore[union-attr]
+                async with self._session.get(url + "/health", timeout=timeout, headers=auth) as resp:  # type: ignore[union-attr]
                     reply = parse_reply(await resp.json(content_type=None))
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TransportError):
                 return None
@@ -721,6 +744,7 @@ class _Reader:
 def build_node_app(config: NodeConfig) -> web.Application:
     """The node's application: one set of routes, answered by the role the node has at the time."""
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    Guard(config.cluster_key, config.token_file).install(app)  # replog.auth: who may call which route
     node = Node(config)
     app[NODE] = node
     reader = _Reader(node)

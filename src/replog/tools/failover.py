@@ -48,11 +48,22 @@ class FailoverCluster:
         proxies: bool = True,
         etcd_fsync: bool = False,
         host: str = "127.0.0.1",
+        cluster_key: str | None = None,
     ) -> None:
+        """cluster_key, if given, is written to a file in the workdir that every node reads
+        (--cluster-key-file); the harness's own calls to the nodes present it too (it is good wherever a
+        token is)."""
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-failover-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
+        self.cluster_key = cluster_key
+        keyed: list[str] = []
+        if cluster_key is not None:
+            key_file = self.workdir / "cluster.key"
+            key_file.touch(mode=0o600)
+            key_file.write_text(cluster_key + "\n")
+            keyed = ["--cluster-key-file", str(key_file)]
         self.lease_ttl = lease_ttl
         # Tests share a slow disk, and etcd's own durability is not what they test: fsync off unless asked.
         self.etcd = EtcdServer(
@@ -72,8 +83,8 @@ class FailoverCluster:
             args += ["--cluster", cluster, "--lease-ttl", f"{lease_ttl:g}"]
             if data_dir is not None:
                 args += ["--data-dir", str(data_dir)]
-            args += list(node_args)
-            self.nodes.append(Node("node", port, args, self.workdir / f"{name}.log", host))
+            args += [*keyed, *node_args]
+            self.nodes.append(Node("node", port, args, self.workdir / f"{name}.log", host, token=cluster_key))
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -134,7 +145,7 @@ class FailoverCluster:
         if not node.running:
             return None
         try:
-            status, body = http_json("GET", node.url + "/health", timeout=timeout)
+            status, body = http_json("GET", node.url + "/health", timeout=timeout, token=node.token)
         except OSError:
             return None
         return body if isinstance(body, dict) else None
@@ -218,7 +229,8 @@ class FailoverCluster:
     def post(self, message: str, timeout: float = 30.0, **fields: Any) -> tuple[int, Any]:
         """POST one message to the master (found first, waiting up to timeout); (status, body)."""
         master = self.wait_master(timeout)
-        return http_json("POST", master.url + "/messages", {"message": message, **fields}, timeout=timeout)
+        body = {"message": message, **fields}
+        return http_json("POST", master.url + "/messages", body, timeout=timeout, token=master.token)
 
     def wait_converged(self, timeout: float = 30.0, nodes: Collection[Node] | None = None) -> list[dict[str, Any]]:
         """Wait until one node is master and every running node (or those given) shows its list; return it."""
@@ -365,7 +377,9 @@ class Writer:
                     continue
             self.stats.attempts += 1
             try:
-                status, answer = http_json("POST", self.target.url + "/messages", body, timeout=self.request_timeout)
+                status, answer = http_json(
+                    "POST", self.target.url + "/messages", body, timeout=self.request_timeout, token=self.target.token
+                )
             except OSError:
                 self.stats.errors += 1
                 self.target = None
