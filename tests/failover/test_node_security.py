@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -26,11 +27,17 @@ from replog.tools.failover import FailoverCluster
 
 KEY = "node-security-test-key-0123456789"
 WRONG = "another-key-of-the-same-length-00"
+READ_TOKEN = "read-token-of-the-keyed-cluster"
+WRITE_TOKEN = "write-token-given-by-a-reload"
 
 
 @pytest.fixture(scope="module")
 def fc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailoverCluster]:
-    cluster = FailoverCluster(3, lease_ttl=2, workdir=tmp_path_factory.mktemp("keyed"), cluster_key=KEY)
+    workdir = tmp_path_factory.mktemp("keyed")
+    (workdir / "tokens").write_text(f"read {READ_TOKEN}\n")
+    tokens = ["--token-file", str(workdir / "tokens")]
+    # The harness's own calls present the key, which is good wherever a token is.
+    cluster = FailoverCluster(3, lease_ttl=2, workdir=workdir, cluster_key=KEY, node_args=tokens)
     try:
         cluster.start(timeout=30)
         yield cluster
@@ -43,7 +50,7 @@ def fc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailoverCluster]:
 
 def raw(method: str, url: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
     """One request with exactly these headers (a forger's); (status, decoded JSON body)."""
-    data = json.dumps(body).encode()
+    data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -97,6 +104,24 @@ def test_forged_internal_requests_to_a_keyed_node_are_refused_and_change_nothing
         assert state(target) == before, target.url
     assert fc.master() is master
     assert "forged" not in {m["text"] for m in master.messages()}
+
+
+def test_a_keyed_node_guards_its_client_api_with_tokens_reloaded_on_sighup(fc: FailoverCluster) -> None:
+    master = fc.wait_master()
+    write = {"message": "by-token", "w": "majority"}
+    assert raw("GET", master.url + "/messages", None, {})[0] == 401
+    assert raw("GET", master.url + "/messages", None, {"Authorization": f"Bearer {READ_TOKEN}"})[0] == 200
+    assert raw("POST", master.url + "/messages", write, {"Authorization": f"Bearer {READ_TOKEN}"})[0] == 403
+    assert raw("POST", master.url + "/messages", write, {"Authorization": f"Bearer {WRITE_TOKEN}"})[0] == 401
+    assert raw("GET", master.url + "/livez", None, {})[0] == 200  # probes stay open
+    (fc.workdir / "tokens").write_text(f"read {READ_TOKEN}\nwrite {WRITE_TOKEN}\n")
+    for node in fc.nodes:
+        node.signal(signal.SIGHUP)
+    wait_until(
+        lambda: raw("POST", master.url + "/messages", write, {"Authorization": f"Bearer {WRITE_TOKEN}"})[0] == 201,
+        10,
+        what="the reloaded write token to be taken",
+    )
 
 
 def test_a_sigkilled_master_of_a_keyed_cluster_is_replaced_and_keeps_the_acked_writes(fc: FailoverCluster) -> None:
