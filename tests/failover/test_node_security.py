@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from replog.protocol import EPOCH_HEADER, MASTER_HEADER
-from replog.tools.cluster import Node, free_port, wait_until
+from replog.tools.cluster import ClusterTls, Node, free_port, wait_until
 from replog.tools.failover import FailoverCluster
 
 KEY = "node-security-test-key-0123456789"
@@ -139,6 +140,29 @@ def test_a_sigkilled_master_of_a_keyed_cluster_is_replaced_and_keeps_the_acked_w
     listed = {m["seq"]: m["text"] for m in fc.wait_converged(timeout=20, nodes=[n for n in fc.nodes if n is not old])}
     assert {seq: listed.get(seq) for seq in acked} == acked
     assert fc.master() is new
+
+
+def test_a_keyed_failover_cluster_over_mutual_tls_takes_majority_writes(tmp_path: Path) -> None:
+    """Every node verifies the others with --tls-ca (a throwaway CA the system does not trust) and presents
+    its --tls-cert to their internal endpoints (--tls-client-ca): otherwise no promise majority, no master."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    tls = ClusterTls(str(tmp_path / "ca.pem"), str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), mutual=True)
+    cluster = FailoverCluster(3, lease_ttl=2, workdir=tmp_path / "fc", cluster_key=KEY, tls=tls)
+    try:
+        cluster.start(timeout=30)
+        master = cluster.wait_master()
+        assert master.url.startswith("https://")
+        status, body = cluster.post("over-tls", w="majority", timeout=10)
+        assert status == 201 and body["acks"] >= 2, body
+    except BaseException:
+        print(cluster.tails())
+        raise
+    finally:
+        cluster.cleanup()
 
 
 def test_replog_node_beyond_loopback_without_a_key_refuses_to_start(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cluster import ClusterError, Node, free_port, http_json, wait_until
+from .cluster import ClusterError, ClusterTls, Node, free_port, http_json, wait_until
 from .etcd import EtcdServer, KeyValue
 from .tcpproxy import LinkMode, TcpProxy
 
@@ -49,10 +49,12 @@ class FailoverCluster:
         etcd_fsync: bool = False,
         host: str = "127.0.0.1",
         cluster_key: str | None = None,
+        tls: ClusterTls | None = None,
     ) -> None:
         """cluster_key, if given, is written to a file in the workdir that every node reads
         (--cluster-key-file); the harness's own calls to the nodes present it too (it is good wherever a
-        token is)."""
+        token is). With tls every node serves HTTPS with tls.cert, verifies the others with tls.ca (and, if
+        tls.mutual, asks them for a certificate on its internal endpoints); they advertise https:// URLs."""
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-failover-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -79,12 +81,20 @@ class FailoverCluster:
             port = free_port(host)
             data_dir = self.workdir / name if data_dirs else None
             self.data_dirs.append(data_dir)
-            args = ["--name", name, "--advertise", f"http://{host}:{port}", "--nodes", str(nodes)]
+            scheme = "https" if tls is not None else "http"
+            args = ["--name", name, "--advertise", f"{scheme}://{host}:{port}", "--nodes", str(nodes)]
             args += ["--cluster", cluster, "--lease-ttl", f"{lease_ttl:g}"]
             if data_dir is not None:
                 args += ["--data-dir", str(data_dir)]
-            args += [*keyed, *node_args]
-            self.nodes.append(Node("node", port, args, self.workdir / f"{name}.log", host, token=cluster_key))
+            args += keyed
+            if tls is not None:
+                args += ["--tls-cert", tls.cert, "--tls-key", tls.key, "--tls-ca", tls.ca]
+                args += ["--tls-client-ca", tls.ca] if tls.mutual else []
+            args += list(node_args)
+            context = tls.context() if tls is not None else None
+            self.nodes.append(
+                Node("node", port, args, self.workdir / f"{name}.log", host, ssl_context=context, token=cluster_key)
+            )
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -145,7 +155,9 @@ class FailoverCluster:
         if not node.running:
             return None
         try:
-            status, body = http_json("GET", node.url + "/health", timeout=timeout, token=node.token)
+            status, body = http_json(
+                "GET", node.url + "/health", timeout=timeout, token=node.token, context=node.ssl_context
+            )
         except OSError:
             return None
         return body if isinstance(body, dict) else None
@@ -230,7 +242,9 @@ class FailoverCluster:
         """POST one message to the master (found first, waiting up to timeout); (status, body)."""
         master = self.wait_master(timeout)
         body = {"message": message, **fields}
-        return http_json("POST", master.url + "/messages", body, timeout=timeout, token=master.token)
+        return http_json(
+            "POST", master.url + "/messages", body, timeout=timeout, token=master.token, context=master.ssl_context
+        )
 
     def wait_converged(self, timeout: float = 30.0, nodes: Collection[Node] | None = None) -> list[dict[str, Any]]:
         """Wait until one node is master and every running node (or those given) shows its list; return it."""
@@ -377,8 +391,14 @@ class Writer:
                     continue
             self.stats.attempts += 1
             try:
+                target = self.target
                 status, answer = http_json(
-                    "POST", self.target.url + "/messages", body, timeout=self.request_timeout, token=self.target.token
+                    "POST",
+                    target.url + "/messages",
+                    body,
+                    timeout=self.request_timeout,
+                    token=target.token,
+                    context=target.ssl_context,
                 )
             except OSError:
                 self.stats.errors += 1
