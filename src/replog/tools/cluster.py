@@ -99,6 +99,25 @@ class ClusterTls:
         return ssl.create_default_context(cafile=self.node_certs.get(index, (None, None, self.ca))[2])
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every live thread of pid is stopped (state T or t in /proc/PID/task/TID/stat); True once it
+    is gone, since a process that is gone runs no more either."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        # The state follows the command name in parentheses, which may itself hold ") ".
+        if stat[stat.rindex(")") + 2] not in "TtZX":
+            return False
+    return True
+
+
 class Node:
     """One replog process: start it, signal it, restart it, read its log."""
 
@@ -193,14 +212,25 @@ class Node:
             self.proc.send_signal(sig)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash: no clean-up runs."""
+        """SIGKILL, as a crash: no clean-up runs, and a stopped (paused) process never runs again.
+
+        No SIGCONT first: SIGKILL ends a stopped process as it is, while a SIGCONT would let it run until
+        the SIGKILL lands -- long enough, on a busy machine, to read and store a request that waited unread
+        in its socket (a paused secondary taking a write it was meant never to see)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a stopped process must be able to die
             self.proc.kill()
             self.proc.wait(10)
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and wait until every thread of the process is stopped.
+
+        kill(2) returns before the target has stopped: a thread that is running or about to run may still
+        execute (read a socket, write its log) for a moment. Waiting for /proc to show each thread stopped
+        makes "paused" a fact when this returns. Without /proc (not Linux) it returns after the signal."""
         self.signal(signal.SIGSTOP)
+        if self.proc is not None and self.proc.poll() is None and os.path.isdir(f"/proc/{self.proc.pid}/task"):
+            pid = self.proc.pid
+            wait_until(lambda: _all_threads_stopped(pid), timeout, interval=0.005, what=f"pid {pid} to stop")
 
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
