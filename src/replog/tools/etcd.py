@@ -152,10 +152,9 @@ class EtcdServer:
         wait_until(up, timeout, interval=0.05, what=f"etcd on port {self.client_port} to be healthy")
 
     def kill(self) -> None:
-        """SIGKILL, as a crash; the data dir stays."""
+        """SIGKILL, as a crash; the data dir stays. A paused etcd dies without running again."""
         if self.running:
             assert self.proc is not None
-            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
 
@@ -187,6 +186,12 @@ class EtcdServer:
         else:
             self.stop()
         self.start(timeout=timeout)
+
+    def wipe(self, timeout: float = 30.0) -> EtcdServer:
+        """Kill, erase its data and start empty: revisions start again from 1 (etcd lost or badly restored)."""
+        self.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        return self.start(timeout=timeout)
 
     def cleanup(self) -> None:
         self.stop()
