@@ -197,6 +197,39 @@ def first_sentence(text: str) -> str:
     return para if end < 0 else para[: end + 1]
 
 
+def port_option(default: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--port of a node role, defaulting to that role's usual port."""
+    return click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        show_default=True,
+        envvar="REPLOG_PORT",
+        help="Port to listen on.",
+    )
+
+
+def default_w_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--default-w of a role that can be the master."""
+    return click.option(
+        "--default-w",
+        type=WType(),
+        default="majority",
+        show_default=True,
+        envvar="REPLOG_DEFAULT_W",
+        help=help_text,
+    )
+
+
+W_TIMEOUT_OPTION = click.option(
+    "--w-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    envvar="REPLOG_W_TIMEOUT",
+    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
+)
+
+
 @click.group(cls=ReplogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="replog")
 def main() -> None:
@@ -204,14 +237,7 @@ def main() -> None:
 
 
 @main.command(short_help="Run the master: it takes writes and replicates them.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    envvar="REPLOG_PORT",
-    help="Port to listen on.",
-)
+@port_option(8000)
 @click.option(
     "--secondary",
     "secondaries",
@@ -220,21 +246,8 @@ def main() -> None:
     envvar="REPLOG_SECONDARY",
     help="A secondary's base URL; repeat it, or give a space- or comma-separated list.",
 )
-@click.option(
-    "--default-w",
-    type=WType(),
-    default="majority",
-    show_default=True,
-    envvar="REPLOG_DEFAULT_W",
-    help='Write concern of a write that names none: 1..N+1, "majority" or "all".',
-)
-@click.option(
-    "--w-timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=None,
-    envvar="REPLOG_W_TIMEOUT",
-    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
-)
+@default_w_option('Write concern of a write that names none: 1..N+1, "majority" or "all".')
+@W_TIMEOUT_OPTION
 @click.option(
     "--heartbeat-interval",
     type=click.FloatRange(0.01),
@@ -374,14 +387,7 @@ def master(
 
 
 @main.command(short_help="Run a secondary: it stores what the master sends.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8001,
-    show_default=True,
-    envvar="REPLOG_PORT",
-    help="Port to listen on.",
-)
+@port_option(8001)
 @click.option(
     "--delay",
     type=click.FloatRange(0),
@@ -498,29 +504,9 @@ def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
     envvar="REPLOG_LEASE_TTL",
     help="Seconds of this node's etcd lease: a dead master's key goes after it; a cut-off master stops before it.",
 )
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    envvar="REPLOG_PORT",
-    help="Port to listen on.",
-)
-@click.option(
-    "--default-w",
-    type=WType(),
-    default="majority",
-    show_default=True,
-    envvar="REPLOG_DEFAULT_W",
-    help='Write concern of a write that names none, while this node is the master: 1..N, "majority" or "all".',
-)
-@click.option(
-    "--w-timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=None,
-    envvar="REPLOG_W_TIMEOUT",
-    help="Seconds a write waits for its w when it names no timeout (default: no limit).",
-)
+@port_option(8000)
+@default_w_option('Write concern of a write that names none, while this node is the master: 1..N, "majority" or "all".')
+@W_TIMEOUT_OPTION
 @click.option(
     "--heartbeat-interval",
     type=click.FloatRange(0.01),
