@@ -216,17 +216,14 @@ class Guard:
         if need is Need.OPEN:
             return await handler(request)
         granted = self.grant(request.headers.get("Authorization"))
-        if granted is None:
+        # A client token on an internal endpoint is just another key (SPEC): 401, like no key at all.
+        if granted is None or (need is Need.INTERNAL and granted < need):
             what = "the cluster key" if need is Need.INTERNAL else "a token"
             resp = error_response(401, "unauthorized", f"this endpoint needs {what} as Authorization: Bearer")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="replog"'
             return resp
         if granted < need:
-            if need is Need.INTERNAL:
-                detail = "this endpoint is internal: it needs the cluster key, not a client token"
-            else:
-                detail = "a read token cannot append; this needs a write token"
-            return error_response(403, "forbidden", detail)
+            return error_response(403, "forbidden", "a read token cannot append; this needs a write token")
         return await handler(request)
 
     def install(self, app: web.Application) -> None:

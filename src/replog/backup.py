@@ -27,6 +27,7 @@ import asyncio
 import gc
 import os
 import shutil
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -109,9 +110,10 @@ async def export(
     window: int = 4,
     progress: Callable[[int, int], Progress] | None = None,
     token: str | None = None,
+    ca: str | None = None,
 ) -> Exported:
     """Write the node's durable log after seq since, as one segment, to out (token, if given, is sent as
-    Authorization: Bearer).
+    Authorization: Bearer; ca, if given, is the CA file an https:// node is verified with).
 
     The end is the node's durable end when the export starts; pages are fetched `window` at a time and
     checked to chain onto each other (each page's "prev" is the last chain value before it), and the
@@ -122,7 +124,7 @@ async def export(
     collecting = gc.isenabled()
     gc.disable()  # pages make a million short-lived objects and no cycles: collecting them costs more than the rest
     try:
-        return await _export(url, out, since, page, window, progress, token)
+        return await _export(url, out, since, page, window, progress, token, ca)
     finally:
         if collecting:
             gc.enable()
@@ -136,10 +138,12 @@ async def _export(
     window: int,
     progress: Callable[[int, int], Progress] | None,
     token: str | None = None,
+    ca: str | None = None,
 ) -> Exported:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca)) if ca is not None else None
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers, connector=connector) as session:
         first = await _get_page(session, url, since, page)
         log_id, end, end_hash, prev = first.get("log"), first.get("last_seq"), first.get("hash"), first.get("prev")
         if not isinstance(log_id, str) or not log_id:

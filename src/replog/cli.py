@@ -948,8 +948,15 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     envvar="REPLOG_TOKEN",
     help="Send this token as Authorization: Bearer (for nodes that require one).",
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="REPLOG_CA",
+    help="CA file to verify an https:// node with (default: the system's).",
+)
 @_client_call
-async def export_(node: str, since: int, token: str | None) -> None:
+async def export_(node: str, since: int, token: str | None, ca: str | None) -> None:
     """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
 
     The first line is a header with the log id, the seq range and the chain values at both ends; then
@@ -962,7 +969,7 @@ async def export_(node: str, since: int, token: str | None) -> None:
     out = sys.stdout.buffer
     try:
         done = await backup.export(
-            node, out, since=since, token=token, progress=_progress_bars("exporting", bars, data_on_stdout=True)
+            node, out, since=since, token=token, ca=ca, progress=_progress_bars("exporting", bars, data_on_stdout=True)
         )
         out.flush()
     except backup.BackupError as exc:

@@ -9,6 +9,7 @@ certificate (mutual TLS), while clients still read without one. Bad TLS files re
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
@@ -87,6 +88,11 @@ def test_a_cluster_over_tls_takes_writes_at_every_w_and_a_restarted_secondary_ca
     got = replog("get", "--node", s1.url, "--ca", pki.ca)
     assert got.returncode == 0, got.stderr
     assert got.stdout.splitlines()[-1].split("\t")[-1] == "from the client"
+    exported = replog("export", "--node", s1.url, "--ca", pki.ca)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout.splitlines()[-1])["text"] == "from the client"
+    refused = replog("export", "--node", s1.url, "--ca", pki.other_ca)
+    assert refused.returncode == 1 and "certificate" in refused.stderr, refused.stderr
 
 
 def test_a_secondary_whose_certificate_another_ca_signed_is_never_counted(cluster, pki):

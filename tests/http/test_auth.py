@@ -111,11 +111,11 @@ async def test_client_endpoints_follow_the_token_roles(
 
 
 async def test_internal_endpoints_refuse_client_tokens(secondary: Any) -> None:
-    """A write token is no cluster key: 403 on every internal endpoint (401 without any secret)."""
+    """A write token is no cluster key: 401 on every internal endpoint, as without any secret (SPEC)."""
     for method, path in INTERNAL_ENDPOINTS:
         assert (await call(secondary, method, path, FENCE))[0] == 401
         status, body = await call(secondary, method, path, {**FENCE, **bearer(WRITER)})
-        assert status == 403 and body["error"] == "forbidden", (path, status, body)
+        assert status == 401 and body["error"] == "unauthorized", (path, status, body)
         status, body = await call(secondary, method, path, {**FENCE, **bearer(KEY)})
         assert status not in (401, 403), (path, status, body)
 
