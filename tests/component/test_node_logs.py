@@ -78,6 +78,8 @@ async def test_a_fresh_cluster_with_a_late_secondary_starts_quietly_and_ends_ful
             await eventually(lambda: run.fakes[0].promise_calls >= 3, what="a few election rounds without it")
         run.fakes[1].down = False
         await eventually(lambda: not run.master.recovering, what="the master to recover")
+        # Recovered is not yet writable: quorum is judged from heartbeats, which may not have answered yet.
+        await eventually(lambda: run.master.writable, what="the master to take writes")
         assert (await run.write("first", 3))["acks"] == 3
         await eventually(
             lambda: all(r.progress.log_epoch == 1 for r in run.master.replicators), what="both secondaries caught up"
