@@ -25,7 +25,7 @@ from aiohttp import web, web_protocol
 
 from replog import jsoncodec
 from replog.config import LISTEN_BACKLOG, Tls
-from replog.protocol import EPOCH_HEADER, ApiError
+from replog.protocol import EPOCH_HEADER, MASTER_HEADER, ApiError
 
 
 class TlsConfigError(ValueError):
@@ -94,9 +94,15 @@ def client_context(tls: Tls) -> ssl.SSLContext:
 INTERNAL_PATHS = frozenset({"/replicate", "/promise", "/entries", "/rollback"})  # and /health when a master's heartbeat
 
 
+def heartbeat(request: web.Request) -> bool:
+    """Whether a GET /health is a master's call: a heartbeat (fenced) or a position read (?at=SEQ, fenced or not,
+    at start-up). auth and the connection gate both ask this one function, so they never disagree."""
+    return "at" in request.query or EPOCH_HEADER in request.headers or MASTER_HEADER in request.headers
+
+
 def internal(request: web.Request) -> bool:
     """Whether request is a master's (an internal endpoint): replication, promises, recovery reads, heartbeats."""
-    return request.path in INTERNAL_PATHS or (request.path == "/health" and EPOCH_HEADER in request.headers)
+    return request.path in INTERNAL_PATHS or (request.path == "/health" and heartbeat(request))
 
 
 @web.middleware
