@@ -138,7 +138,7 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULT_MAX_CONNECTIONS,
             show_default=True,
             envvar="REPLOG_MAX_CONNECTIONS",
-            help="Open client connections at most; at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
+            help="Open connections at most (client requests: 90% of them); at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
         ),
         click.option(
             "--read-timeout",
