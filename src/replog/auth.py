@@ -28,8 +28,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from replog.edge import heartbeat
 from replog.http import Handler, error_response
-from replog.protocol import EPOCH_HEADER, MASTER_HEADER
 
 MIN_KEY_LENGTH = 16  # characters of a cluster key at least: shorter ones can be guessed
 
@@ -144,12 +144,6 @@ def _bearer(header: str | None) -> bytes | None:
         return None  # no secret holds such characters
 
 
-def _heartbeat(request: web.Request) -> bool:
-    """A master's call on GET /health: a heartbeat (fenced) or a position read (?at=SEQ, fenced or not, at
-    start-up). It tells a master our promise and chain values, so it asks for the cluster key, not a token."""
-    return "at" in request.query or EPOCH_HEADER in request.headers or MASTER_HEADER in request.headers
-
-
 @dataclass
 class Guard:
     """The secrets one node checks: its cluster key (None: internal endpoints are open) and its client
@@ -201,7 +195,7 @@ class Guard:
             return Need.OPEN  # no such route: the 404/405 tells nothing
         method = "GET" if request.method == "HEAD" else request.method
         need = ROUTES.get((method, resource.canonical), Need.READ)
-        if need is Need.READ and resource.canonical == "/health" and _heartbeat(request):
+        if need is Need.READ and resource.canonical == "/health" and heartbeat(request):
             need = Need.INTERNAL
         if need is Need.INTERNAL:
             return need if self._key is not None else Need.OPEN

@@ -138,7 +138,7 @@ def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULT_MAX_CONNECTIONS,
             show_default=True,
             envvar="REPLOG_MAX_CONNECTIONS",
-            help="Open client connections at most; at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
+            help="Open connections at most (client requests: 90% of them); at the cap the longest-idle one is closed, or, all busy, a new one gets 503 overloaded. Lowered (with a warning) to fit the descriptor limit.",
         ),
         click.option(
             "--read-timeout",
@@ -652,10 +652,10 @@ def _serve(
     if edge.tls.client_ca is not None:
         app.middlewares.append(edges.internal_needs_peer_cert)
     gate = edges.Gate(max_connections, edge.read_timeout)
-    # A TLS handshake happens before a connection reaches the gate: bound its time the same way.
-    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = edge.read_timeout  # type: ignore[attr-defined]
-    # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections.
-    aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate)  # type: ignore[misc]
+    # JsonErrorHandler gives aiohttp's own error answers JSON bodies; the gate bounds the connections. With TLS the
+    # handler runs each handshake itself once the gate has counted the TCP connection: the server gets no context.
+    tls_context = edges.server_context(edge.tls)
+    aiohttp.web_server.RequestHandler = edges.guarded(JsonErrorHandler, gate, tls_context)  # type: ignore[misc]
     web.run_app(
         app,
         sock=socks,
@@ -664,7 +664,6 @@ def _serve(
         handler_cancellation=True,
         loop=loop,
         shutdown_timeout=2.0,
-        ssl_context=edges.server_context(edge.tls),
         # What asyncio accepts in one pass (the kernel queue stays LISTEN_BACKLOG). uvloop calls listen() itself
         # with this number, and libuv copes with running out of descriptors on its own: give it the whole queue.
         backlog=LISTEN_BACKLOG if type(loop).__module__.startswith("uvloop") else ACCEPT_BATCH,

@@ -10,6 +10,12 @@
   connection's opening, for its first request), and a body may not stall for `read_timeout` seconds:
   `408 request_timeout`. The node raises its own descriptor limit to fit the cap plus a reserve for its
   own outbound connections and files, or lowers the cap to fit the limit: accept() never runs out.
+- TLS under the gate: a node serving HTTPS counts a connection from its TCP accept, before its handshake
+  (`Guarded` runs the handshake itself with loop.start_tls), so connections still handshaking count against
+  the cap, are displaced like idle ones, and are dropped when the handshake outlasts `read_timeout`.
+- Room for replication: a connection that carried an accepted internal request (a master's) is never
+  displaced, and client requests (streams, long polls, reads, writes) hold at most `client_cap` connections
+  at once (90% of the cap): past it a client request gets `503 overloaded` and its connection closes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from aiohttp import web, web_protocol
 
 from replog import jsoncodec
 from replog.config import LISTEN_BACKLOG, Tls
-from replog.protocol import EPOCH_HEADER, ApiError
+from replog.protocol import EPOCH_HEADER, MASTER_HEADER, ApiError
 
 
 class TlsConfigError(ValueError):
@@ -94,9 +100,15 @@ def client_context(tls: Tls) -> ssl.SSLContext:
 INTERNAL_PATHS = frozenset({"/replicate", "/promise", "/entries", "/rollback"})  # and /health when a master's heartbeat
 
 
+def heartbeat(request: web.Request) -> bool:
+    """Whether a GET /health is a master's call: a heartbeat (fenced) or a position read (?at=SEQ, fenced or not,
+    at start-up). auth and the connection gate both ask this one function, so they never disagree."""
+    return "at" in request.query or EPOCH_HEADER in request.headers or MASTER_HEADER in request.headers
+
+
 def internal(request: web.Request) -> bool:
     """Whether request is a master's (an internal endpoint): replication, promises, recovery reads, heartbeats."""
-    return request.path in INTERNAL_PATHS or (request.path == "/health" and EPOCH_HEADER in request.headers)
+    return request.path in INTERNAL_PATHS or (request.path == "/health" and heartbeat(request))
 
 
 @web.middleware
@@ -177,6 +189,10 @@ class Gate:
     def __init__(self, max_connections: int, read_timeout: float) -> None:
         self.max_connections = max_connections
         self.read_timeout = read_timeout
+        # Client requests in flight at once: the rest of the cap stays free for a master's connections.
+        self.client_cap = max(1, max_connections - max(1, max_connections // 10))
+        self.clients: set[Guarded] = set()  # connections handling a client (not internal) request now
+        self.internal: set[Guarded] = set()  # connections that carried an accepted internal request
         self.live: set[Guarded] = set()  # admitted and not yet lost
         self.idle: OrderedDict[Guarded, None] = OrderedDict()  # live and not handling a request, longest-waiting first
         self.refused = 0  # connections answered 503 overloaded
@@ -205,13 +221,30 @@ class Gate:
         self.idle.pop(conn, None)
 
     def waiting(self, conn: Guarded) -> None:
-        if conn in self.live:
+        self.clients.discard(conn)
+        if conn in self.live and conn not in self.internal:
             self.idle[conn] = None
             self.idle.move_to_end(conn)
+
+    def client_request(self, conn: Guarded) -> bool:
+        """Let conn handle a client request; False when client requests already hold client_cap connections."""
+        if conn not in self.clients and len(self.clients) >= self.client_cap:
+            self.refused += 1
+            return False
+        self.clients.add(conn)
+        return True
+
+    def carried_internal(self, conn: Guarded) -> None:
+        """conn is a master's: never displaced, so a flood of clients cannot cut replication off."""
+        if conn in self.live:
+            self.internal.add(conn)
+            self.idle.pop(conn, None)
 
     def lost(self, conn: Guarded) -> None:
         self.live.discard(conn)
         self.idle.pop(conn, None)
+        self.clients.discard(conn)
+        self.internal.discard(conn)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         tick = min(1.0, self.read_timeout / 4)
@@ -233,9 +266,14 @@ class Guarded(web_protocol.RequestHandler):
     """aiohttp's request handler under a Gate: `guarded(base, gate)` makes the class a server uses."""
 
     gate: Gate  # set on the class `guarded` makes
+    tls: ssl.SSLContext | None = None  # serve HTTPS: the handshake runs under the gate (`_secure`)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self._raw: Any = None  # with tls: the TCP transport, from accept on
+        self._secured = False  # with tls: the handshake is done and aiohttp has the TLS transport
+        self._handshake: asyncio.Task[None] | None = None
+        self._early: list[bytes] = []  # with tls: request bytes that came with the handshake's end, before aiohttp
         now = self._loop.time()
         self._opened = now
         self._head_since: float | None = None  # first byte of a request head not yet whole
@@ -246,11 +284,46 @@ class Guarded(web_protocol.RequestHandler):
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
+        if self.tls is not None:
+            # The TCP connection: counted from now, so a handshake that never ends still takes a slot of the cap.
+            self._raw = transport
+            if not self.gate.admit(self):
+                self._refused = True
+                transport.abort()  # no HTTP can be spoken before the handshake: the caller sees a closed connection
+                return
+            self._handshake = self._loop.create_task(self._secure(transport))
+            return
         if not self.gate.admit(self):
             self._refused = True
             self._refuse(transport)
             return
         super().connection_made(transport)
+
+    async def _secure(self, raw: Any) -> None:
+        """Run the TLS handshake on raw (within read_timeout), then hand aiohttp the TLS transport."""
+        assert self.tls is not None
+        try:
+            secured = await self._loop.start_tls(
+                raw, self, self.tls, server_side=True, ssl_handshake_timeout=self.gate.read_timeout
+            )
+        except (OSError, ssl.SSLError, asyncio.CancelledError):
+            secured = None  # a failed or timed-out handshake, or a connection displaced or lost meanwhile
+        self._handshake = None
+        if secured is None or secured.is_closing() or self not in self.gate.live:
+            self.gate.lost(self)
+            raw.abort()
+            return
+        self._secured = True
+        super().connection_made(secured)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    def force_close(self) -> None:
+        if self._raw is not None and not self._secured:
+            self._raw.abort()  # still handshaking: aiohttp has no transport to close yet
+            return
+        super().force_close()
 
     def _refuse(self, transport: Any) -> None:
         """Answer 503 overloaded. Closing at once would reset the connection under the request the caller is
@@ -277,10 +350,17 @@ class Guarded(web_protocol.RequestHandler):
                 self.gate.lingering -= 1
             return
         self.gate.lost(self)
+        if self._raw is not None and not self._secured:
+            if self._handshake is not None:
+                self._handshake.cancel()
+            return  # lost before or during its handshake: aiohttp never had it
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            return
+        if self._raw is not None and not self._secured:
+            self._early.append(data)  # decrypted before `_secure` resumed: handed to aiohttp once it has the transport
             return
         now = self._loop.time()
         self._last_data = now
@@ -290,13 +370,19 @@ class Guarded(web_protocol.RequestHandler):
         if self._messages:
             self.gate.busy(self)  # a whole request waits to be handled: never displaced now
 
-    async def _handle_request(self, request: Any, *args: Any, **kw: Any) -> Any:
+    async def _handle_request(self, request: Any, start_time: Any, request_handler: Any) -> Any:
         self.gate.busy(self)
         self._head_since = None
         self._request = request
         self._last_data = self._loop.time()
+        master = internal(request)
+        if not master and not self.gate.client_request(self):
+            request_handler = _overloaded
         try:
-            return await super()._handle_request(request, *args, **kw)
+            answer = await super()._handle_request(request, start_time, request_handler)
+            if master and answer[0].status < 400:
+                self.gate.carried_internal(self)  # an accepted internal call (a refused one proves nothing)
+            return answer
         finally:
             self._request = None
             self._served += 1
@@ -304,6 +390,11 @@ class Guarded(web_protocol.RequestHandler):
 
     def _stalled(self, now: float, limit: float) -> bool:
         """Drop this connection (or fail its body) if it stalled past limit seconds; True if it did."""
+        if self._raw is not None and not self._secured:
+            if now - self._opened <= limit:
+                return False
+            self._raw.abort()  # a handshake past the read timeout (start_tls bounds it too; this also under uvloop)
+            return True
         request = self._request
         if request is not None:
             content = request.content
@@ -321,6 +412,21 @@ class Guarded(web_protocol.RequestHandler):
         return True
 
 
-def guarded(base: type[web_protocol.RequestHandler], gate: Gate) -> type[web_protocol.RequestHandler]:
-    """A request-handler class derived from base whose connections the gate bounds."""
-    return type(f"Guarded{base.__name__}", (Guarded, base), {"gate": gate})
+async def _overloaded(request: web.BaseRequest) -> web.StreamResponse:
+    """The answer to a client request past the gate's client share (the connection closes after it)."""
+    response = web.Response(
+        status=503,
+        body=OVERLOADED.split(b"\r\n\r\n", 1)[1],
+        content_type="application/json",
+        headers={"Retry-After": "1"},
+    )
+    response.force_close()
+    return response
+
+
+def guarded(
+    base: type[web_protocol.RequestHandler], gate: Gate, tls: ssl.SSLContext | None = None
+) -> type[web_protocol.RequestHandler]:
+    """A request-handler class derived from base whose connections the gate bounds; with tls it serves HTTPS,
+    running each handshake itself after the gate admitted the TCP connection (give the server no ssl context)."""
+    return type(f"Guarded{base.__name__}", (Guarded, base), {"gate": gate, "tls": tls})
