@@ -121,7 +121,9 @@ class Coordinator:
                 raise EtcdError(f"etcd answered HTTP {status} with a body that is not JSON") from None
             if status != 200 or not isinstance(data, dict):
                 message = data.get("message") if isinstance(data, dict) else data
-                if status == 404 or (isinstance(message, str) and "lease not found" in message):
+                # Only etcd's own word: a bare 404 (a proxy, a wrong --etcd URL) says nothing about our lease,
+                # and taking it for a lost lease would have the node grant again at once, forever.
+                if isinstance(message, str) and "lease not found" in message:
                     raise LeaseLost(f"etcd: {message}")
                 if status >= 500 or status == 503:
                     errors.append(f"{self._endpoints[index]}: HTTP {status} {message}")

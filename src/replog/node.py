@@ -28,6 +28,7 @@ from aiohttp import web
 
 from replog import errors
 from replog.auth import Guard, bearer_headers
+from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
 from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
 from replog.datadir import Opened, open_log
@@ -437,6 +438,9 @@ class Node:
         ttl = self.config.lease_ttl
         failing = False
         registered = False
+        # Leases lost in a row: granted again after a short, growing, jittered pause, never in a tight loop.
+        lost = 0
+        backoff = Backoff(base=0.05, cap=min(1.0, ttl / 3))
         while True:
             try:
                 if coordinator.lease is None:
@@ -446,6 +450,7 @@ class Node:
                     self.deadline.renewed(sent_at)
                 else:
                     self.deadline.renewed(await coordinator.keep_alive())
+                    lost = 0  # a renewal went through: the lease holds again
                 if not registered:  # under this lease (a put that failed is tried again, not forgotten)
                     await coordinator.register(self.config.name, self.config.advertise)
                     registered = True
@@ -456,9 +461,11 @@ class Node:
             except LeaseLost as exc:
                 self.deadline.lost()
                 coordinator.lease = None
-                self.logger.warning("lease_lost", error=str(exc))
+                lost += 1
+                self.logger.warning("lease_lost", error=str(exc), times=lost)
                 if self.master is not None:
                     self._step_down_soon("lease_lost")
+                await asyncio.sleep(backoff.delay(lost, self._rand.random))
                 continue
             except EtcdError as exc:
                 if not failing:

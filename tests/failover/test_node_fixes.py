@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,3 +117,38 @@ def urllib_request(url: str, headers: dict[str, str], body: bytes = b"{}") -> tu
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["Not Found", "etcdserver: requested lease not found"],
+    ids=["plain-404", "lease-not-found"],
+)
+def test_an_etcd_url_answering_404_does_not_spin_the_lease_loop(tmp_path: Path, fake_server: Any, message: str) -> None:
+    fake_server.answer = (404, {"code": 5, "message": message})
+    node = start_node(tmp_path, fake_server.url, "n1", "f6")
+    try:
+        wait_until(lambda: fake_server.hits > 0, timeout=10, interval=0.05, what="the node asking for a lease")
+        hits, cpu, lines = fake_server.hits, _cpu_seconds(node.proc.pid), _lines(node)  # type: ignore[union-attr]
+        window = 3.0
+        time.sleep(window)  # the measured window itself: what the node does in it, not a wait for a condition
+        hits, cpu = fake_server.hits - hits, _cpu_seconds(node.proc.pid) - cpu  # type: ignore[union-attr]
+        logged = _lines(node) - lines
+        # A lease is asked for a few times a second at most (each call tries an endpoint twice).
+        assert hits <= 40, f"{hits} etcd calls in {window}s"
+        assert logged <= 12, f"{logged} log lines in {window}s"
+        assert cpu < 0.5 * window, f"{cpu:.2f}s CPU in {window}s"
+        assert node.running
+    finally:
+        node.kill()
+
+
+def _lines(node: Node) -> int:
+    with open(node.log_path, "rb") as f:
+        return sum(1 for _ in f)
