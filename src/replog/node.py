@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from replog import errors
+from replog import __version__, errors
 from replog.auth import Guard, bearer_headers
 from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
 from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
 from replog.edge import client_context
@@ -47,6 +51,7 @@ from replog.http import (
 from replog.lease import Deferral, LeaseDeadline, boottime, should_defer
 from replog.log import Log
 from replog.master import EpochStale, Master
+from replog.metrics import CONTENT_TYPE, NotReady
 from replog.protocol import Fence, parse_fence, parse_hash, parse_query_int, parse_write
 from replog.recovery import Position
 from replog.replicator import Replicator
@@ -257,7 +262,12 @@ class Node:
             master.on_deposed = self._step_down_soon
             if opened.disk is not None:
                 master.attach_disk(
-                    GroupCommit(opened.disk, on_durable=master.durable_to, on_failed=master._on_disk_failed)
+                    GroupCommit(
+                        opened.disk,
+                        on_durable=master.durable_to,
+                        on_failed=master._on_disk_failed,
+                        on_sync=master.metrics.fsynced,
+                    )
                 )
                 self._own(master.commit.run(), "group commit")  # type: ignore[union-attr]
             self.master = master
@@ -718,6 +728,55 @@ async def get_entries(request: web.Request) -> web.Response:
     return json_response({**secondary.status(), "entries": secondary.entries(since, limit)})
 
 
+async def get_readyz(request: web.Request) -> web.Response:
+    """GET /readyz for the role the node has now: as master, whether it takes writes; as secondary, whether
+    it stores what a master sends (and knows which master that is); 503 while it changes roles."""
+    node = request.app[NODE]
+    why: NotReady
+    if node.master is not None:
+        why = node.master.not_ready()
+    elif node.secondary is None:
+        why = ("switching", "this node is changing roles")
+    elif not node.fenced:
+        why = ("starting", "this node has not read the leader key yet")
+    elif node.leader is None:
+        why = ("candidate", "nobody holds the leader key: an election is under way")
+    else:
+        why = node.secondary.not_ready()
+    role = node.role
+    if why is None:
+        return json_response({"status": "ready", "role": role})
+    reason, detail = why
+    return json_response({"error": "not_ready", "reason": reason, "detail": detail, "role": role}, status=503)
+
+
+class _SwitchingCollector(Collector):
+    """What /metrics says while the node holds no role (between two): its role, and nothing else."""
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily(
+            "replog_node_info",
+            "Always 1: this node's role, its log identity and the replog version.",
+            labels=["role", "log", "version"],
+        )
+        g.add_metric(["switching", "", __version__], 1)
+        yield g
+
+
+_SWITCHING = CollectorRegistry(auto_describe=True)
+_SWITCHING.register(_SwitchingCollector())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the current role's registry (a master's or a secondary's, each with replog_node_info
+    naming its role); its counters start again at every role change, as a restarted process's would."""
+    current = request.app[NODE].master or request.app[NODE].secondary
+    body = current.metrics.render() if current is not None else generate_latest(_SWITCHING)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    return resp
+
+
 def _node_log(app: web.Application) -> tuple[Log, int, str | None]:
     current = app[NODE].reader()
     if isinstance(current, Master):
@@ -788,4 +847,7 @@ def build_node_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/livez", livez)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_node_log))
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/readyz", get_readyz)
+    add_dashboard_routes(app)
     return app

@@ -101,6 +101,9 @@ def test_a_node_started_while_the_leader_key_is_vacant_refuses_an_older_master(
         batch = json.dumps({"log": "old-log", "entries": [], "prev": [0, "00" * 16]}).encode()
         replicate = urllib_request(node.url + "/replicate", {"Replog-Epoch": "1", "Replog-Master": "old-master"}, batch)
         assert replicate[0] == 409 and replicate[1]["error"] == "stale_epoch", replicate
+        # Not ready while no master exists: an election is under way (F3).
+        status, ready = _get(node.url + "/readyz")
+        assert status == 503 and json.loads(ready)["reason"] == "candidate", ready
         assert node.health()["failover"]["role"] == "secondary"
     finally:
         node.kill()
@@ -152,3 +155,56 @@ def test_an_etcd_url_answering_404_does_not_spin_the_lease_loop(tmp_path: Path, 
 def _lines(node: Node) -> int:
     with open(node.log_path, "rb") as f:
         return sum(1 for _ in f)
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    """GET url (with a bearer token, if given): (status, body as text)."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_every_node_serves_readyz_metrics_and_the_dashboard_for_its_role(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from replog.tools.failover import FailoverCluster
+
+    key = "f3-cluster-key-0123456789"
+    workdir = tmp_path / "fc"
+    workdir.mkdir()
+    (workdir / "tokens").write_text("read f3-read-token\n")
+    tokens = ["--token-file", str(workdir / "tokens")]
+    with FailoverCluster(3, lease_ttl=TTL, workdir=workdir, cluster_key=key, node_args=tokens) as cluster:
+        master = cluster.wait_master()
+
+        def all_ready() -> list[tuple[int, dict[str, Any]]] | None:
+            found = [(s, json.loads(b)) for s, b in (_get(n.url + "/readyz") for n in cluster.nodes)]
+            return found if all(s == 200 for s, _ in found) else None
+
+        # Open, as on the static roles: a probe needs no token. (Secondaries are ready once they know a master.)
+        ready = wait_until(all_ready, timeout=15, interval=0.1, what="every node ready")
+        for node, (_, body) in zip(cluster.nodes, ready, strict=True):
+            assert body["role"] == ("master" if node is master else "secondary"), body
+        for node in cluster.nodes:
+            role = "master" if node is master else "secondary"
+            assert _get(node.url + "/metrics")[0] == 401  # guarded as a read, like the static roles' /metrics
+            status, text = _get(node.url + "/metrics", token="f3-read-token")
+            assert status == 200, text
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            info = families["replog_node_info"].samples
+            assert [s.labels["role"] for s in info] == [role], info
+            assert "replog_log_entries" in families
+            status, page = _get(node.url + "/")
+            assert status == 200 and "<html" in page.lower(), page[:200]
+        # The master's write counters are the ones of its role now.
+        status, _ = cluster.post("hello", w=2)
+        assert status == 201
+        status, text = _get(master.url + "/metrics", token=key)
+        writes = {f.name: f for f in text_string_to_metric_families(text)}["replog_writes"].samples
+        assert any(s.labels.get("outcome") == "created" and s.value >= 1 for s in writes), writes
