@@ -118,6 +118,7 @@ class Node:
         self._role_tasks: list[asyncio.Task[Any]] = []  # the current role's tasks (group commit, replicators)
         self._switch = asyncio.Lock()  # one role change at a time
         self._stepping_down: asyncio.Task[None] | None = None
+        self._closing = False  # shutting down: a step-down then neither rejoins nor resigns, nor is started
         self._no_majority_since: float | None = None
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
@@ -321,6 +322,8 @@ class Node:
         """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
         if self.master is not None:
             self.master.depose(reason)
+        if self._closing:
+            return  # _shutdown steps down itself
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
             self._stepping_down.add_done_callback(self._step_down_done)
@@ -336,6 +339,7 @@ class Node:
             master = self.master
             if master is None:
                 return
+            rejoin = rejoin and not self._closing  # nothing is reopened by a node on its way out
             master.depose(reason)  # at once: every waiting write answers 503 not_master
             epoch, self.epoch = self.epoch, 0
             self.master = None
@@ -354,7 +358,9 @@ class Node:
                     "rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq
                 )
         # Outside the switch: with etcd unreachable this waits for its timeouts, and the node serves meanwhile.
-        await self._resign(epoch)
+        # (Not when closing: revoking the lease takes the key too.)
+        if not self._closing:
+            await self._resign(epoch)
 
     def _meta_after(self, master: Master) -> Meta:
         """In memory: what a deposed master's log stands for, as its data dir's meta would say. Its log epoch
@@ -418,6 +424,12 @@ class Node:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
+        """Close whichever role the node has, with every task it started: a step-down under way finishes
+        first (cancelled mid-switch, it would leave a half-closed log holding its data dir's lock)."""
+        self._closing = True
+        stepping = self._stepping_down
+        if stepping is not None and not stepping.done():
+            await asyncio.wait([stepping])  # not gather: cancelling this wait must not cancel it mid-switch
         if self.master is not None:
             await self._step_down("shutdown", rejoin=False)
         if self.coordinator is not None and self.coordinator.lease is not None:

@@ -208,3 +208,41 @@ def test_every_node_serves_readyz_metrics_and_the_dashboard_for_its_role(tmp_pat
         status, text = _get(master.url + "/metrics", token=key)
         writes = {f.name: f for f in text_string_to_metric_families(text)}["replog_writes"].samples
         assert any(s.labels.get("outcome") == "created" and s.value >= 1 for s in writes), writes
+
+
+async def test_shutdown_waits_for_a_step_down_under_way(tmp_path: Path, etcd: Any) -> None:
+    """F8: a node stopped while it steps down leaves no step-down running after it (nor its data dir locked)."""
+    import asyncio
+
+    from replog.datadir import open_log
+    from replog.node import Node as ReplogNode
+    from replog.node import NodeConfig
+
+    data_dir = tmp_path / "n1"
+    config = NodeConfig(
+        name="n1",
+        advertise=f"http://127.0.0.1:{free_port()}",
+        etcd=(etcd.url,),
+        nodes=1,
+        cluster="f8",
+        lease_ttl=TTL,
+        data_dir=str(data_dir),
+        fsync=False,
+        heartbeat_interval=0.2,
+    )
+    node = ReplogNode(config)
+    run = asyncio.create_task(node.run())
+    deadline = asyncio.get_running_loop().time() + 15
+    while node.master is None or node.master.recovering:
+        assert not run.done() and asyncio.get_running_loop().time() < deadline, "no master in time"
+        await asyncio.sleep(0.02)
+    node._step_down_soon("test")  # a step-down begins (it rejoins as a secondary, reopening the data dir) ...
+    stepping = node._stepping_down
+    assert stepping is not None and not stepping.done()
+    run.cancel()  # ... and the node is stopped before it is over
+    await asyncio.gather(run, return_exceptions=True)
+    assert stepping.done(), "the step-down outlived the node"
+    assert stepping.exception() is None
+    assert node.master is None
+    opened = open_log(str(data_dir), fsync=False)  # the data dir's lock was released
+    opened.disk.close()  # type: ignore[union-attr]
