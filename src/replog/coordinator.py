@@ -121,7 +121,9 @@ class Coordinator:
                 raise EtcdError(f"etcd answered HTTP {status} with a body that is not JSON") from None
             if status != 200 or not isinstance(data, dict):
                 message = data.get("message") if isinstance(data, dict) else data
-                if status == 404 or (isinstance(message, str) and "lease not found" in message):
+                # Only etcd's own word: a bare 404 (a proxy, a wrong --etcd URL) says nothing about our lease,
+                # and taking it for a lost lease would have the node grant again at once, forever.
+                if isinstance(message, str) and "lease not found" in message:
                     raise LeaseLost(f"etcd: {message}")
                 if status >= 500 or status == 503:
                     errors.append(f"{self._endpoints[index]}: HTTP {status} {message}")
@@ -189,9 +191,15 @@ class Coordinator:
 
     async def leader(self) -> Leader | None:
         """Who holds the leader key now (None: nobody)."""
+        return (await self.read_leader())[0]
+
+    async def read_leader(self) -> tuple[Leader | None, int]:
+        """Who holds the leader key now (None: nobody), and etcd's revision as of that read: every leader
+        key created before it has a create-revision at or below it, every one created later one above."""
         data = await self._call("/v3/kv/range", {"key": _b64(self.leader_key)})
         kvs = data.get("kvs") or []
-        return _leader(kvs[0]) if kvs else None
+        revision = _int((data.get("header") or {}).get("revision"))
+        return (_leader(kvs[0]) if kvs else None), revision
 
     async def campaign(self, name: str, url: str) -> tuple[bool, Leader | None]:
         """Create the leader key under our lease if nobody holds it: (won, the leader now).

@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from replog import errors
+from replog import __version__, errors
 from replog.auth import Guard, bearer_headers
+from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
 from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
+from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
 from replog.edge import client_context
@@ -46,6 +51,7 @@ from replog.http import (
 from replog.lease import Deferral, LeaseDeadline, boottime, should_defer
 from replog.log import Log
 from replog.master import EpochStale, Master
+from replog.metrics import CONTENT_TYPE, NotReady
 from replog.protocol import Fence, parse_fence, parse_hash, parse_query_int, parse_write
 from replog.recovery import Position
 from replog.replicator import Replicator
@@ -112,6 +118,7 @@ class Node:
         self._role_tasks: list[asyncio.Task[Any]] = []  # the current role's tasks (group commit, replicators)
         self._switch = asyncio.Lock()  # one role change at a time
         self._stepping_down: asyncio.Task[None] | None = None
+        self._closing = False  # shutting down: a step-down then neither rejoins nor resigns, nor is started
         self._no_majority_since: float | None = None
         self._refused_epochs: set[int] = set()  # stale leader epochs already logged
         self._rand = random.Random()
@@ -256,7 +263,12 @@ class Node:
             master.on_deposed = self._step_down_soon
             if opened.disk is not None:
                 master.attach_disk(
-                    GroupCommit(opened.disk, on_durable=master.durable_to, on_failed=master._on_disk_failed)
+                    GroupCommit(
+                        opened.disk,
+                        on_durable=master.durable_to,
+                        on_failed=master._on_disk_failed,
+                        on_sync=master.metrics.fsynced,
+                    )
                 )
                 self._own(master.commit.run(), "group commit")  # type: ignore[union-attr]
             self.master = master
@@ -310,6 +322,8 @@ class Node:
         """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
         if self.master is not None:
             self.master.depose(reason)
+        if self._closing:
+            return  # _shutdown steps down itself
         if self._stepping_down is None or self._stepping_down.done():
             self._stepping_down = asyncio.ensure_future(self._step_down(reason))
             self._stepping_down.add_done_callback(self._step_down_done)
@@ -325,6 +339,7 @@ class Node:
             master = self.master
             if master is None:
                 return
+            rejoin = rejoin and not self._closing  # nothing is reopened by a node on its way out
             master.depose(reason)  # at once: every waiting write answers 503 not_master
             epoch, self.epoch = self.epoch, 0
             self.master = None
@@ -343,7 +358,9 @@ class Node:
                     "rejoined_as_secondary", epoch=epoch, reason=reason, seq=self.secondary.log.last_seq
                 )
         # Outside the switch: with etcd unreachable this waits for its timeouts, and the node serves meanwhile.
-        await self._resign(epoch)
+        # (Not when closing: revoking the lease takes the key too.)
+        if not self._closing:
+            await self._resign(epoch)
 
     def _meta_after(self, master: Master) -> Meta:
         """In memory: what a deposed master's log stands for, as its data dir's meta would say. Its log epoch
@@ -407,6 +424,12 @@ class Node:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
+        """Close whichever role the node has, with every task it started: a step-down under way finishes
+        first (cancelled mid-switch, it would leave a half-closed log holding its data dir's lock)."""
+        self._closing = True
+        stepping = self._stepping_down
+        if stepping is not None and not stepping.done():
+            await asyncio.wait([stepping])  # not gather: cancelling this wait must not cancel it mid-switch
         if self.master is not None:
             await self._step_down("shutdown", rejoin=False)
         if self.coordinator is not None and self.coordinator.lease is not None:
@@ -437,6 +460,9 @@ class Node:
         ttl = self.config.lease_ttl
         failing = False
         registered = False
+        # Leases lost in a row: granted again after a short, growing, jittered pause, never in a tight loop.
+        lost = 0
+        backoff = Backoff(base=0.05, cap=min(1.0, ttl / 3))
         while True:
             try:
                 if coordinator.lease is None:
@@ -446,6 +472,7 @@ class Node:
                     self.deadline.renewed(sent_at)
                 else:
                     self.deadline.renewed(await coordinator.keep_alive())
+                    lost = 0  # a renewal went through: the lease holds again
                 if not registered:  # under this lease (a put that failed is tried again, not forgotten)
                     await coordinator.register(self.config.name, self.config.advertise)
                     registered = True
@@ -456,9 +483,11 @@ class Node:
             except LeaseLost as exc:
                 self.deadline.lost()
                 coordinator.lease = None
-                self.logger.warning("lease_lost", error=str(exc))
+                lost += 1
+                self.logger.warning("lease_lost", error=str(exc), times=lost)
                 if self.master is not None:
                     self._step_down_soon("lease_lost")
+                await asyncio.sleep(backoff.delay(lost, self._rand.random))
                 continue
             except EtcdError as exc:
                 if not failing:
@@ -501,14 +530,20 @@ class Node:
     async def _tick(self, coordinator: Coordinator, ticks: int) -> None:
         if coordinator.lease is None:
             return
-        leader = await coordinator.leader()
+        leader, revision = await coordinator.read_leader()
         self.leader = leader
         if not self.fenced and self.secondary is not None:
-            if leader is not None and leader.epoch - 1 > self.secondary.promised:
-                # Promised "just below" the current epoch, to nobody: every older master is refused, the
-                # current one (no epoch lies between two revisions) gets our promise when it asks.
-                self.secondary.promised, self.secondary.promised_to = leader.epoch - 1, None
-                self.logger.info("promise_from_leader_key", epoch=leader.epoch)
+            # Promised to nobody: every older master is refused, the current or next one (no epoch lies
+            # between two revisions) gets our promise when it asks.
+            if leader is not None:
+                floor = leader.epoch - 1  # "just below" the current epoch
+            else:
+                # Nobody holds the key: every past key was created at or below this read's revision (and
+                # deleted since, so strictly below it), every future one will be created above it.
+                floor = revision
+            if floor > self.secondary.promised:
+                self.secondary.promised, self.secondary.promised_to = floor, None
+                self.logger.info("promise_from_leader_key", epoch=floor, leader=leader is not None)
             self.fenced = True
         master = self.master
         if master is not None:
@@ -705,6 +740,55 @@ async def get_entries(request: web.Request) -> web.Response:
     return json_response({**secondary.status(), "entries": secondary.entries(since, limit)})
 
 
+async def get_readyz(request: web.Request) -> web.Response:
+    """GET /readyz for the role the node has now: as master, whether it takes writes; as secondary, whether
+    it stores what a master sends (and knows which master that is); 503 while it changes roles."""
+    node = request.app[NODE]
+    why: NotReady
+    if node.master is not None:
+        why = node.master.not_ready()
+    elif node.secondary is None:
+        why = ("switching", "this node is changing roles")
+    elif not node.fenced:
+        why = ("starting", "this node has not read the leader key yet")
+    elif node.leader is None:
+        why = ("candidate", "nobody holds the leader key: an election is under way")
+    else:
+        why = node.secondary.not_ready()
+    role = node.role
+    if why is None:
+        return json_response({"status": "ready", "role": role})
+    reason, detail = why
+    return json_response({"error": "not_ready", "reason": reason, "detail": detail, "role": role}, status=503)
+
+
+class _SwitchingCollector(Collector):
+    """What /metrics says while the node holds no role (between two): its role, and nothing else."""
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily(
+            "replog_node_info",
+            "Always 1: this node's role, its log identity and the replog version.",
+            labels=["role", "log", "version"],
+        )
+        g.add_metric(["switching", "", __version__], 1)
+        yield g
+
+
+_SWITCHING = CollectorRegistry(auto_describe=True)
+_SWITCHING.register(_SwitchingCollector())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the current role's registry (a master's or a secondary's, each with replog_node_info
+    naming its role); its counters start again at every role change, as a restarted process's would."""
+    current = request.app[NODE].master or request.app[NODE].secondary
+    body = current.metrics.render() if current is not None else generate_latest(_SWITCHING)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    return resp
+
+
 def _node_log(app: web.Application) -> tuple[Log, int, str | None]:
     current = app[NODE].reader()
     if isinstance(current, Master):
@@ -775,4 +859,7 @@ def build_node_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/livez", livez)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/log", log_handler(_node_log))
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/readyz", get_readyz)
+    add_dashboard_routes(app)
     return app
