@@ -125,27 +125,7 @@ class Master:
         self._started = time.monotonic()
         self.logger = structlog.get_logger()
         self.replicators = [
-            Replicator(
-                i + 1,
-                url,
-                self.log,
-                transport,
-                encode=self._encode,
-                on_progress=self._on_progress,
-                on_status=self._on_status,
-                on_stale=self._on_stale,
-                epoch=lambda: 0 if self.deposed or self.failed else self.epoch,
-                durable=lambda: self.durable,
-                batch_max_count=config.batch_max_count,
-                batch_max_bytes=config.batch_max_bytes,
-                window=config.replication_window,
-                backoff=Backoff(config.backoff_base, config.backoff_cap),
-                heartbeat_interval=config.heartbeat_interval,
-                suspect_after=config.suspect_after,
-                unhealthy_after=config.unhealthy_after,
-                sleep=sleep,
-                **replicator_kw,
-            )
+            self._new_replicator(i + 1, url, transport, **replicator_kw)
             for i, (url, transport) in enumerate(zip(config.secondaries, transports, strict=True))
         ]
         self._writable = self._has_quorum()
@@ -434,8 +414,16 @@ class Master:
         config = self.config
         if len(self.replicators) + 1 >= config.nodes:
             raise ValueError(f"a cluster of {config.nodes} nodes has no room for {url}")
-        replicator = Replicator(
-            len(self.replicators) + 1,
+        replicator = self._new_replicator(len(self.replicators) + 1, url, transport, **replicator_kw)
+        self.replicators.append(replicator)
+        self._transports.append(transport)
+        return replicator
+
+    def _new_replicator(self, node: int, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
+        """The replicator of one secondary, wired to this master (at start-up and when a node joins)."""
+        config = self.config
+        return Replicator(
+            node,
             url,
             self.log,
             transport,
@@ -455,9 +443,6 @@ class Master:
             sleep=self._sleep,
             **replicator_kw,
         )
-        self.replicators.append(replicator)
-        self._transports.append(transport)
-        return replicator
 
     async def _repair(self, node: int) -> None:
         """Under failover: a secondary whose log contradicts ours (the unreplicated tail of a deposed
