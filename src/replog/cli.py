@@ -704,22 +704,26 @@ def _listen(host: str, port: int) -> list[Any]:
 # Thin: replog.cli_client runs each on replog.Client; a failure is one `Error:` line and exit 1.
 
 
+TOKEN_OPTION = click.option(
+    "--token",
+    default=None,
+    envvar="REPLOG_TOKEN",
+    help="Send this token as Authorization: Bearer (for nodes that require one).",
+)
+CA_OPTION = click.option(
+    "--ca",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="REPLOG_CA",
+    help="CA file to verify https:// nodes with (default: the system's).",
+)
+
+
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every client command shares."""
     opts = [
-        click.option(
-            "--token",
-            default=None,
-            envvar="REPLOG_TOKEN",
-            help="Send this token as Authorization: Bearer (for nodes that require one).",
-        ),
-        click.option(
-            "--ca",
-            type=click.Path(dir_okay=False),
-            default=None,
-            envvar="REPLOG_CA",
-            help="CA file to verify https:// nodes with (default: the system's).",
-        ),
+        TOKEN_OPTION,
+        CA_OPTION,
         click.option(
             "--retry-for",
             type=click.FloatRange(0),
@@ -941,19 +945,8 @@ def _client_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     envvar="REPLOG_SINCE",
     help="Export only the entries after this seq: appended (>>) to a file that ends at this seq, it continues it.",
 )
-@click.option(
-    "--token",
-    default=None,
-    envvar="REPLOG_TOKEN",
-    help="Send this token as Authorization: Bearer (for nodes that require one).",
-)
-@click.option(
-    "--ca",
-    type=click.Path(dir_okay=False),
-    default=None,
-    envvar="REPLOG_CA",
-    help="CA file to verify an https:// node with (default: the system's).",
-)
+@TOKEN_OPTION
+@CA_OPTION
 @_client_call
 async def export_(node: str, since: int, token: str | None, ca: str | None) -> None:
     """Write a node's whole log, with its identity and hash chain, to stdout as JSON lines.
