@@ -30,7 +30,7 @@ from replog.log import Log
 from replog.master import Master
 from replog.metrics import log_summaries, metrics_handler, readyz_handler
 from replog.protocol import parse_write
-from replog.replicator import Replicator
+from replog.replicator import supervise
 from replog.stream import stream_handler
 from replog.transport import HttpTransport, Transport
 
@@ -106,7 +106,7 @@ def build_master_app(config: MasterConfig, **replicator_kw: Any) -> web.Applicat
         async def start() -> None:
             await master.recover()
             for r in master.replicators:
-                own(_supervise(r), f"replicator {r.url}")
+                own(supervise(r), f"replicator {r.url}")
 
         own(start(), "recovery")
         own(log_summaries(master.summary, config.summary_interval), "summary")
@@ -169,15 +169,3 @@ def _on_death(master: Master, name: str) -> Callable[[asyncio.Task[Any]], None]:
             master.task_died(name, task.exception())  # type: ignore[arg-type]
 
     return done
-
-
-async def _supervise(replicator: Replicator) -> None:
-    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
-    while True:
-        try:
-            await replicator.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            replicator.logger.exception("replicator_crashed")
-            await asyncio.sleep(1.0)

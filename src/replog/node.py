@@ -54,7 +54,7 @@ from replog.master import EpochStale, Master
 from replog.metrics import CONTENT_TYPE, NotReady
 from replog.protocol import Fence, parse_fence, parse_hash, parse_query_int, parse_write
 from replog.recovery import Position
-from replog.replicator import Replicator
+from replog.replicator import supervise
 from replog.secondary import Secondary
 from replog.storage import Meta
 from replog.stream import stream_handler
@@ -285,7 +285,7 @@ class Node:
         await master.recover(epoch)
         self.logger.warning("taking_writes", epoch=epoch, seq=master.log.last_seq)
         for r in master.replicators:
-            self._own(_supervise(r), f"replicator {r.url}")
+            self._own(supervise(r), f"replicator {r.url}")
 
     def _transport(self, url: str) -> Transport:
         assert self._session is not None
@@ -316,7 +316,7 @@ class Node:
                 continue
             self.logger.info("member_added", member=member.name, url=member.url)
             if not master.recovering:
-                self._own(_supervise(replicator), f"replicator {member.url}")
+                self._own(supervise(replicator), f"replicator {member.url}")
 
     def _step_down_soon(self, reason: str) -> None:
         """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
@@ -618,18 +618,6 @@ class Node:
         return {n: p for n, p in zip(names, found, strict=True) if p is not None}
 
 
-async def _supervise(replicator: Replicator) -> None:
-    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
-    while True:
-        try:
-            await replicator.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            replicator.logger.exception("replicator_crashed")
-            await asyncio.sleep(1.0)
-
-
 # -- HTTP ---------------------------------------------------------------------------
 
 NODE = web.AppKey("node", Node)
@@ -685,17 +673,7 @@ async def get_health(request: web.Request) -> web.Response:
     if fence is not None:
         await secondary.fence(fence, promise=False)
         secondary.check_disk()
-    at = parse_query_int(request.query, "at")
-    return json_response(
-        {
-            **secondary.status(at),
-            "status": "ok" if secondary.failed is None else "disk_failed",
-            "buffered": len(secondary.buffer.pending),
-            "waiting_reads": secondary.tail.waiting,
-            "streams": secondary.tail.streams,
-            "failover": node.info(),
-        }
-    )
+    return json_response({**secondary.health(parse_query_int(request.query, "at")), "failover": node.info()})
 
 
 async def post_promise(request: web.Request) -> web.Response:

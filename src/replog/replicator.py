@@ -304,3 +304,15 @@ class Replicator:
             report("secondary_status", before=str(before), after=str(after), **kw)
         self._reached = self._reached or after is Status.HEALTHY
         self._on_status(self.index, before, after)
+
+
+async def supervise(replicator: Replicator) -> None:
+    """Run a replicator; if a bug ever kills it, log and restart it rather than stall its secondary."""
+    while True:
+        try:
+            await replicator.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            replicator.logger.exception("replicator_crashed")
+            await asyncio.sleep(1.0)

@@ -83,6 +83,17 @@ class Secondary:
         """Highest seq held without gaps *and* on disk (with --data-dir): what acks promise, what reads show."""
         return self.commit.durable if self.commit is not None else self.log.last_seq
 
+    def health(self, at: int | None = None) -> dict[str, Any]:
+        """The body of GET /health: the status, disk state, what is held behind a gap, and the readers."""
+        return {
+            **self.status(at),
+            "status": "ok" if self.failed is None else "disk_failed",
+            "buffered": len(self.buffer.pending),
+            "buffered_bytes": self.buffer.held_bytes,
+            "waiting_reads": self.tail.waiting,
+            "streams": self.tail.streams,
+        }
+
     def status(self, at: int | None = None) -> dict[str, Any]:
         """Where this node stands, as every answer to a master carries it: its promise, its log
         epoch, its durable gap-free seq and the chain value there (and at min(seq, at))."""
@@ -336,17 +347,7 @@ async def get_health(request: web.Request) -> web.Response:
     if fence is not None:  # a master's heartbeat: it must learn at once that we promised another
         await secondary.fence(fence, promise=False)
         secondary.check_disk()
-    at = parse_query_int(request.query, "at")
-    return json_response(
-        {
-            **secondary.status(at),
-            "status": "ok" if secondary.failed is None else "disk_failed",
-            "buffered": len(secondary.buffer.pending),
-            "buffered_bytes": secondary.buffer.held_bytes,
-            "waiting_reads": secondary.tail.waiting,
-            "streams": secondary.tail.streams,
-        }
-    )
+    return json_response(secondary.health(parse_query_int(request.query, "at")))
 
 
 def build_secondary_app(config: SecondaryConfig, *, reset: bool = False) -> web.Application:
