@@ -33,3 +33,20 @@ def test_secure_refuses_an_external_master_and_scenarios_it_cannot_run() -> None
     assert proc.returncode != 0 and "--secure" in proc.stderr
     proc = run_bench("--secure", "--scenario", "catchup")
     assert proc.returncode != 0 and "catchup" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_rounds_alternate_and_show_the_round_with_the_median_ratio() -> None:
+    proc = run_bench("--secure", "--rounds", "3", "--scenario", "all", "--requests", "150", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plain, secure = json.loads(proc.stdout)["scenarios"]
+    ratios = secure["secure_ratios"]
+    assert len(ratios) == 3
+    assert secure["secure_ratio"] == sorted(ratios)[1]
+    assert secure["secure_ratio"] == pytest.approx(secure["rate"] / plain["rate"], abs=1e-3)
+    assert "median of 3 rounds" in secure["note"]
+
+
+def test_rounds_need_secure() -> None:
+    proc = run_bench("--rounds", "3", "--scenario", "all")
+    assert proc.returncode != 0 and "--rounds" in proc.stderr and "Traceback" not in proc.stderr

@@ -1115,6 +1115,14 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     help="Also start a local cluster over TLS, with a cluster key, and run each scenario on both: plain and [TLS] rows with their ratio (default scenarios: all, batch; needs trustme).",
 )
 @click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="REPLOG_BENCH_ROUNDS",
+    help="With --secure: run each scenario this many times on each cluster, alternating, and show the round whose ratio is the median (odd numbers are clearest).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, envvar="REPLOG_BENCH_JSON", help="Print the results as JSON instead of a table."
 )
 def bench(**kw: Any) -> None:

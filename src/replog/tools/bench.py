@@ -806,13 +806,26 @@ def _tls_files(workdir: str) -> ClusterTls:
     return ClusterTls(*paths)
 
 
-def _secure_rows(plain: list[dict[str, Any]], secure: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each scenario's plain row, then its secure row noting the ratio of their rates."""
+def _ratio(pair: tuple[dict[str, Any], dict[str, Any]]) -> float:
+    plain, secure = pair
+    return secure["rate"] / plain["rate"] if plain["rate"] else 0.0
+
+
+def _secure_rows(rounds: list[list[tuple[dict[str, Any], dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Each scenario's plain row, then its secure row noting the ratio of their rates. With several
+    rounds of a scenario (each a plain and a secure row, run back to back), the rows shown are those of
+    the round whose ratio is the median, and the note lists every round's ratio."""
     rows = []
-    for p, s in zip(plain, secure, strict=True):
-        ratio = s["rate"] / p["rate"] if p["rate"] else 0.0
+    for pairs in rounds:
+        ranked = sorted(pairs, key=_ratio)
+        p, s = ranked[(len(ranked) - 1) // 2]  # the lower median of an even count
+        ratio = _ratio((p, s))
         s["secure_ratio"] = round(ratio, 3)
-        s["note"] = f"{ratio:.2f}x plain" + (f"; {s['note']}" if s.get("note") else "")
+        note = f"{ratio:.2f}x plain"
+        if len(pairs) > 1:
+            s["secure_ratios"] = [round(_ratio(pair), 3) for pair in pairs]
+            note += f" (median of {len(pairs)} rounds: {' '.join(f'{_ratio(pair):.2f}' for pair in ranked)})"
+        s["note"] = note + (f"; {s['note']}" if s.get("note") else "")
         rows += [p, s]
     return rows
 
@@ -874,6 +887,7 @@ def run(
     as_json: bool,
     idle_streams: int = 1000,
     secure: bool = False,
+    rounds: int = 1,
 ) -> None:
     """`replog bench` once its options are parsed: run the scenarios named (all when none) on a local
     cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
@@ -881,7 +895,10 @@ def run(
 
     With secure, a second local cluster runs over TLS (its own CA, made with trustme) with a cluster key, and each scenario
     runs on the plain cluster and then on the secure one: both rows, and the secure one's rate as a
-    fraction of the plain one's."""
+    fraction of the plain one's; with rounds, each scenario runs that many times on each, alternating, and
+    the round with the median ratio is shown."""
+    if rounds > 1 and not secure:
+        raise click.BadParameter("only compares rounds with --secure", param_hint="--rounds")
     if secure:
         if master_url is not None:
             raise click.BadParameter("compares two local clusters, not with --master", param_hint="--secure")
@@ -934,7 +951,7 @@ def run(
             where = f"external, {target.url}"
         runner = Bench(target, settings, progress, data_dirs=data_dir is not None)
         if tls_dir is None:
-            rows = runner.run(names)
+            rows = measured = runner.run(names)
         else:
             progress.start("starting a master and 2 secondaries over TLS, with a cluster key")
             secure_cluster = _start_cluster(
@@ -942,13 +959,18 @@ def run(
             )
             progress.finish("up")
             secured = Bench(Target(secure_cluster.master.url, secure_cluster), settings, progress, data_dirs=False)
-            plain_rows, secure_rows = [], []
-            for name in names:  # alternating, so that the machine's drift during the run hits both alike
-                plain_rows += runner.run([name])
-                row = secured.run([name])[0]
-                row["title"] += " [TLS]"
-                secure_rows.append(row)
-            rows = _secure_rows(plain_rows, secure_rows)
+            # Alternating, scenario by scenario and round by round, so that the machine's drift during the
+            # run (a shared VM's neighbours, CPU frequency) hits both clusters alike.
+            pairs = []
+            for name in names:
+                pairs.append([])
+                for _ in range(rounds):
+                    plain = runner.run([name])[0]
+                    row = secured.run([name])[0]
+                    row["title"] += " [TLS]"
+                    pairs[-1].append((plain, row))
+            rows = _secure_rows(pairs)
+            measured = [row for scenario in pairs for pair in scenario for row in pair]
             where += "; a second one over TLS with a cluster key for the [TLS] rows, in memory"
     except OSError as exc:
         raise click.ClickException(f"cannot reach the cluster: {exc}") from None
@@ -969,7 +991,7 @@ def run(
         "settings": asdict(settings),
         "command": shlex.join(["replog", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "replog bench",
         "scenarios": rows,
-        "cpu": cpu_summary(rows),
+        "cpu": cpu_summary(measured),  # every row run, shown or not (rounds)
     }
     report["loadgen_cpu_s"] = report["cpu"]["loadgen_cpu_s"]
     report["master_cpu_s"] = report["cpu"]["master_cpu_s"]
