@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from replog.tools.bench import machine_info, process_cpu
+from replog.tools.cluster import free_port
 from replog.tools.loadgen import loop_factory
 
 CALLERS = 32
@@ -307,16 +308,10 @@ def _role(argv: list[str]) -> None:
         runner.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def measure(transport: str, messages: int, loop: str = "asyncio") -> dict[str, Any]:
     """Run the relay over one transport; its rate and each process's CPU per batch."""
     child = [sys.executable, "-m", "replog.tools.floor", "--role"]
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     servers: list[subprocess.Popen[str]] = []
     try:
         for role, port, extra in (
