@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from replog import __version__, errors
+from replog import __version__, errors, etcd_access
 from replog.auth import Guard, bearer_headers
 from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
@@ -38,6 +38,7 @@ from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
 from replog.edge import client_context
+from replog.etcd_access import EtcdAccess
 from replog.http import (
     expect_handler,
     json_errors,
@@ -85,6 +86,8 @@ class NodeConfig:
     cluster_key: str | None = field(default=None, repr=False)
     token_file: str | None = None
     tls: Tls = Tls()
+    # How etcd is reached: its CA and this node's client certificate (https:// etcd URLs), its user and password.
+    etcd_access: EtcdAccess = EtcdAccess()
 
     @property
     def poll(self) -> float:
@@ -410,11 +413,15 @@ class Node:
         """The node's life: a lease kept alive, and the leader key watched. Runs until cancelled."""
         self._start_secondary_commit()
         # Two sessions: calls to other nodes verify them with --tls-ca (and present --tls-cert), as the static
-        # master's do; etcd is reached as its URLs say, with the system's CAs (its CA is not the nodes').
+        # master's do; etcd is reached as its URLs say, verified with --etcd-ca (or the system's CAs: its CA is
+        # not the nodes'), presenting --etcd-cert, authenticated as --etcd-user (replog.etcd_access).
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=self._node_ssl()))
-        self._etcd_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        access = self.config.etcd_access
+        self._etcd_session = etcd_access.session(access)
         timeout = max(0.5, min(2.0, self.config.lease_ttl / 4))
-        self.coordinator = Coordinator(self._etcd_session, self.config.etcd, self.config.cluster, timeout=timeout)
+        self.coordinator = etcd_access.coordinator(
+            self._etcd_session, self.config.etcd, self.config.cluster, access, timeout=timeout
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(), name="lease")
