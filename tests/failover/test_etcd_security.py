@@ -178,6 +178,10 @@ def test_a_wrong_password_or_no_credentials_stop_the_node_at_start(tmp_path: Pat
     # The root's password is no way in either: the refusal names the user and the flag to fix.
     line = refused([*args, "--etcd-user", "root"], env={"REPLOG_ETCD_PASSWORD": PASSWORD})
     assert "--etcd-user root" in line, line
+    # A user etcd knows, but whose role does not cover /replog/.
+    auth_etcd.add_user("elsewhere", PASSWORD, "/other/")
+    line = refused([*args, "--etcd-user", "elsewhere"], env={"REPLOG_ETCD_PASSWORD": PASSWORD})
+    assert "--etcd-user elsewhere may not read and write /replog/auth-refused/" in line, line
     # Nothing of the refused nodes reached etcd.
     assert auth_etcd.range("/replog/auth-refused/") == []
 

@@ -280,28 +280,25 @@ class EtcdServer:
             )
         return self._token
 
+    def add_user(self, user: str, password: str, prefix: str | None, timeout: float = 5.0) -> None:
+        """An etcd user; with prefix, its own role may read and write every key under prefix (and nothing else)."""
+        self._post("/v3/auth/user/add", {"name": user, "password": password}, timeout)
+        if prefix is not None:
+            role = user + "-role"
+            perm = {"key": _b64(prefix), "range_end": _prefix_end(prefix), "permType": "READWRITE"}
+            self._post("/v3/auth/role/add", {"name": role}, timeout)
+            self._post("/v3/auth/role/grant", {"name": role, "perm": perm}, timeout)
+            self._post("/v3/auth/user/grant", {"user": user, "role": role}, timeout)
+
     def enable_auth(
         self, user: str, password: str, *, root_password: str, prefix: str = "/replog/", timeout: float = 5.0
     ) -> None:
         """Turn etcd's authentication on: a root user (root_password), and `user` (password) with a role that
         may read and write every key under prefix and nothing else. This tool's own calls then go as root."""
-        role = user + "-role"
-        for path, body in [
-            ("/v3/auth/user/add", {"name": "root", "password": root_password}),
-            ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
-            ("/v3/auth/role/add", {"name": role}),
-            (
-                "/v3/auth/role/grant",
-                {
-                    "name": role,
-                    "perm": {"key": _b64(prefix), "range_end": _prefix_end(prefix), "permType": "READWRITE"},
-                },
-            ),
-            ("/v3/auth/user/add", {"name": user, "password": password}),
-            ("/v3/auth/user/grant", {"user": user, "role": role}),
-            ("/v3/auth/enable", {}),
-        ]:
-            self._post(path, body, timeout)
+        self._post("/v3/auth/user/add", {"name": "root", "password": root_password}, timeout)
+        self._post("/v3/auth/user/grant", {"user": "root", "role": "root"}, timeout)
+        self.add_user(user, password, prefix, timeout)
+        self._post("/v3/auth/enable", {}, timeout)
         self._root = ("root", root_password)
 
     def range(self, prefix: str, timeout: float = 5.0) -> list[KeyValue]:
