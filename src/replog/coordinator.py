@@ -174,7 +174,7 @@ class Coordinator:
             except EtcdAuthError as exc:
                 if "not enabled" in str(exc):
                     raise EtcdAuthError(
-                        "etcd's authentication is not enabled: the user would protect nothing (etcdctl auth enable)"
+                        "etcd's authentication is not enabled, so the user would protect nothing (etcdctl auth enable)"
                     ) from None
                 raise
         await self.members()

@@ -105,6 +105,8 @@ async def check(endpoints: Sequence[str], cluster: str, access: EtcdAccess, *, t
 def _auth_refusal(reason: str, access: EtcdAccess, cluster: str) -> str:
     if access.user is None:
         return f"etcd requires authentication: give --etcd-user and --etcd-password-file ({reason})"
+    if "not enabled" in reason:
+        return f"--etcd-user {access.user} given, but {reason}"
     if "permission denied" in reason:
         return (
             f"--etcd-user {access.user} may not read and write /replog/{cluster}/ in etcd: grant its role readwrite "

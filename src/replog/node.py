@@ -33,7 +33,7 @@ from replog import __version__, errors, etcd_access
 from replog.auth import Guard, bearer_headers
 from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
-from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
+from replog.coordinator import Coordinator, EtcdAuthError, EtcdError, Leader, LeaseLost
 from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
@@ -498,7 +498,8 @@ class Node:
                 continue
             except EtcdError as exc:
                 if not failing:
-                    self.logger.warning("etcd_unavailable", error=str(exc))
+                    event = "etcd_refused" if isinstance(exc, EtcdAuthError) else "etcd_unavailable"
+                    self.logger.warning(event, error=str(exc))
                 failing = True
             await asyncio.sleep(ttl / 3 if not failing else min(0.5, ttl / 5))
 
@@ -507,11 +508,18 @@ class Node:
         coordinator = self.coordinator
         assert coordinator is not None
         ticks = 0
+        refused = False  # etcd refuses our credentials now (said once, not every tick)
         while True:
             await asyncio.sleep(self.config.poll)
             ticks += 1
             try:
                 await self._tick(coordinator, ticks)
+                refused = False
+            except EtcdAuthError as exc:
+                # Not a passing outage: the password or the role changed in etcd. Loud, once per spell.
+                if not refused:
+                    self.logger.error("etcd_refused", error=str(exc))
+                refused = True
             except EtcdError as exc:
                 self.logger.debug("etcd_unavailable", error=str(exc))
             except (TransportError, OSError) as exc:

@@ -235,6 +235,9 @@ def test_an_etcd_certificate_or_client_certificate_that_does_not_fit_stops_the_n
     assert "does not verify against --etcd-ca (not given" in line, line
     line = refused([*args, "--etcd-ca", pki["ca"]])  # etcd wants a client certificate
     assert "--etcd-cert/--etcd-key" in line, line
+    # A user for an etcd whose authentication is off would protect nothing: said, not ignored.
+    line = refused([*args, "--etcd-ca", pki["ca"], *client, "--etcd-user", "replog"], {"REPLOG_ETCD_PASSWORD": "x"})
+    assert "authentication is not enabled" in line, line
     assert tls_etcd.range("/replog/tls-refused/") == []
 
 
