@@ -545,7 +545,7 @@ def node(
         raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
     url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
     # The connection bounds, TLS and the security options apply to this role as to the static ones: its
-    # calls to other nodes verify them with --tls-ca and present the cluster key (etcd's are left plain).
+    # calls to other nodes verify them with --tls-ca and present the cluster key (etcd's: the --etcd-* options).
     edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + 6 * nodes)
     secured, insecure = security_config(kw)
     etcd_access = etcd_access_config(kw, etcd)
