@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from replog import __version__
+from replog.cli_etcd import check_etcd_access, etcd_access_config, etcd_options
 from replog.cli_security import security_config, security_options, warn_insecure
 from replog.config import (
     ACCEPT_BATCH,
@@ -517,6 +518,7 @@ def _edge(kw: dict[str, Any], *, reserve: int) -> Edge:
 )
 @server_options
 @security_options
+@etcd_options
 def node(
     name: str,
     advertise: str | None,
@@ -543,10 +545,12 @@ def node(
         raise click.BadParameter(f"{advertise!r} is not an http:// URL", param_hint="--advertise")
     url = (advertise or f"http://{kw['host']}:{port}").rstrip("/")
     # The connection bounds, TLS and the security options apply to this role as to the static ones: its
-    # calls to other nodes verify them with --tls-ca and present the cluster key (etcd's are left plain).
+    # calls to other nodes verify them with --tls-ca and present the cluster key (etcd's: the --etcd-* options).
     edge = _edge(kw, reserve=DESCRIPTOR_RESERVE + 6 * nodes)
     secured, insecure = security_config(kw)
+    etcd_access = etcd_access_config(kw, etcd)
     config = NodeConfig(
+        etcd_access=etcd_access,
         name=name,
         advertise=url,
         etcd=etcd,
@@ -558,6 +562,9 @@ def node(
         **secured,
         **kw,
     )
+    # A refused password or an etcd certificate that does not verify stops the node now, in one line; an etcd
+    # that does not answer yet does not (the node keeps trying, and says so in its log).
+    check_etcd_access(etcd, config.cluster, etcd_access)
     _serve(
         "node",
         config.host,

