@@ -281,7 +281,11 @@ class Master:
             raise errors.DiskFailed(f"the master cannot write to its disk: {exc}") from None
 
     def _transport(self, url: str) -> Transport:
-        return self._transports[[r.url for r in self.replicators].index(url)]
+        urls = [r.url for r in self.replicators]
+        if url not in urls:
+            # Under failover the member moved to another URL during this round: the next round asks it there.
+            raise TransportError(f"{url} is no longer a secondary of this master")
+        return self._transports[urls.index(url)]
 
     async def _agreement(self, transport: Transport, upto: int) -> int:
         """The last seq up to upto at which our log and the node's agree, bisecting on chain values."""
@@ -376,6 +380,10 @@ class Master:
             task = self._repairs.get(node)
             if task is None or task.done():
                 self._repairs[node] = asyncio.ensure_future(self._repair(node))
+        self._check_quorum()
+
+    def _check_quorum(self) -> None:
+        """Judge the quorum again from every secondary's status, and log a transition."""
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
@@ -418,6 +426,22 @@ class Master:
         self.replicators.append(replicator)
         self._transports.append(transport)
         return replicator
+
+    def move_secondary(self, node: int, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
+        """Under failover: the member in slot `node` (its node index) is now reached at url, its --advertise
+        having changed. A new replicator for url takes the same slot and the old one is returned (its owner
+        stops it). The slot's progress starts again from what url reports, as for a secondary restarted empty:
+        its acks count from the new replicator's answers only (a late answer of the old one recounts the slot
+        from the new one's progress), so one member is never two nodes toward w or the quorum."""
+        old = self.replicators[node - 1]
+        self.replicators[node - 1] = self._new_replicator(node, url, transport, **replicator_kw)
+        self._transports[node - 1] = transport
+        repair = self._repairs.pop(node, None)
+        if repair is not None:
+            repair.cancel()  # it rolls back the old URL's log; the new replicator judges the node afresh
+        self._on_progress(node)
+        self._check_quorum()  # unhealthy until the new URL's first answer
+        return old
 
     def _new_replicator(self, node: int, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
         """The replicator of one secondary, wired to this master (at start-up and when a node joins)."""
