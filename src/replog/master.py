@@ -17,7 +17,7 @@ import structlog
 
 from replog import errors, ids, jsoncodec
 from replog.backoff import Backoff
-from replog.commitment import Commitment
+from replog.commitment import Commitment, one_per_process
 from replog.config import MasterConfig
 from replog.datadir import Opened
 from replog.durable import DiskFailed as DiskWriteFailed
@@ -231,7 +231,7 @@ class Master:
         blank = self.config.new_cluster and not self._history and max(reported) == 0
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
-        if len(promised) < need:
+        if len({r.incarnation for r in promised.values()}) < need:  # a process reached at two URLs promises once
             waiting = (sorted(promised), need)
             if waiting != self._awaiting:  # once per change, not once per round while a node is down
                 self._awaiting = waiting
@@ -358,11 +358,23 @@ class Master:
     # -- what replicators and the disk report ----------------------------------------
 
     def _on_progress(self, node: int) -> None:
-        """Recount one node's acks: only copies held under our epoch count (SPEC "Counting acks")."""
+        """Recount one node's acks: only copies held under our epoch count (SPEC "Counting acks"), and a
+        process that several slots reach (one node under two URLs) counts once, in one slot."""
         if node == 0:
-            match = self.durable if self.epoch and not self.disk_failed else 0
-        else:
-            match = self.replicators[node - 1].progress.counted(self.epoch, self.start_end) if self.epoch else 0
+            self._count(0, self.durable if self.epoch and not self.disk_failed else 0)
+            return
+        counts = one_per_process(
+            [
+                (r.progress.incarnation, r.progress.counted(self.epoch, self.start_end) if self.epoch else 0)
+                for r in self.replicators
+            ]
+        )
+        matches = self.commitment.matches
+        for i, match in enumerate(counts, start=1):
+            if i == node or matches[i] != match:
+                self._count(i, match)
+
+    def _count(self, node: int, match: int) -> None:
         for waiter in self.commitment.update(node, match):
             fut = waiter.token
             if not fut.done():
@@ -522,7 +534,9 @@ class Master:
             r.notify()
 
     def _available(self) -> int:
-        return 1 + sum(1 for r in self.replicators if r.progress.available)
+        # One process reached through two slots is one node (see _on_progress).
+        up = {r.progress.incarnation or f"slot {r.index}" for r in self.replicators if r.progress.available}
+        return 1 + len(up)
 
     @property
     def available(self) -> int:
