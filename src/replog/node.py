@@ -176,6 +176,14 @@ class Node:
             "lease_remaining": round(max(0.0, self.deadline.remaining(now)), 3) if self.deadline.valid(now) else 0,
         }
 
+    def master_health(self, master: Master) -> dict[str, Any]:
+        """The master's /health, each secondary with the member name whose slot it is (null: none known)."""
+        body = master.health()
+        names = {i: n for n, i in self._slots.items()} if master is self.master else {}
+        for i, secondary in enumerate(body["secondaries"], start=1):
+            secondary["member"] = names.get(i)
+        return {**body, "failover": self.info()}
+
     # -- roles -----------------------------------------------------------------------
 
     def _start_secondary_commit(self) -> None:
@@ -343,10 +351,14 @@ class Node:
                 continue
             holder = next((r for r in master.replicators if r.url == member.url), None)
             if holder is not None:
-                # Another member's slot reaches this URL already (a stale key of a renamed node, say):
-                # a second slot would count the process behind it twice.
-                self._refuse_member("member_url_taken", member.name, member.url, slot=holder.index)
-                continue
+                owner = next((n for n, i in self._slots.items() if i == holder.index), None)
+                if owner is None or owner not in members or members[owner].url == member.url:
+                    # Another member's slot reaches this URL and keeps it (a stale key of a renamed node, say):
+                    # a second slot would count the process behind it twice.
+                    self._refuse_member("member_url_taken", member.name, member.url, slot=holder.index)
+                    continue
+                # Its owner moves away from this URL in this same pass (two members swapped URLs); meanwhile
+                # the one process behind both slots is counted once (Master._on_progress).
             if slot is None:
                 self._add_member(master, member.name, member.url)
             else:
@@ -359,6 +371,7 @@ class Node:
             self._refuse_member("too_many_members", name, url, nodes=self.config.nodes)
             return
         self._slots[name] = replicator.index
+        self._member_refused = {r for r in self._member_refused if r[1] != name}  # a later refusal is news
         self.logger.info("member_added", member=name, url=url, slot=replicator.index)
         if not master.recovering:
             self._run_replicator(replicator)
@@ -368,6 +381,7 @@ class Node:
         before = master.replicators[slot - 1].url
         self.logger.warning("member_moved", member=name, old=short_url(before), new=short_url(url), slot=slot)
         master.move_secondary(slot, url, self._transport(url))
+        self._member_refused = {r for r in self._member_refused if r[1] != name}
         await self._stop_replicator(slot)
         if self.master is master and not master.recovering:
             self._run_replicator(master.replicators[slot - 1])
@@ -728,7 +742,7 @@ async def get_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     fence = parse_fence(request.headers, required=False)
     if fence is None and node.master is not None:
-        return json_response({**node.master.health(), "failover": node.info()})
+        return json_response(node.master_health(node.master))
     secondary = _secondary_for(node, fence)
     if fence is not None:
         await secondary.fence(fence, promise=False)

@@ -75,7 +75,7 @@ def test_a_member_keeps_one_slot_when_its_url_changes(cluster: FailoverCluster) 
     new_url = f"http://localhost:{mover.port}"
     move(mover, new_url, mover.port)
     found = wait_until(lambda: healthy_at(master, new_url), timeout=15, what="the moved member healthy")
-    assert [s["url"] for s in found] == [new_url], found
+    assert [(s["url"], s["member"]) for s in found] == [(new_url, cluster.name(mover))], found
     # Two processes hold a write: w=3 must not be met.
     status, body = post(master, "only-two", 3, timeout=1.0)
     assert status == 504 and body["acks"] == 2, (status, body)
@@ -83,7 +83,7 @@ def test_a_member_keeps_one_slot_when_its_url_changes(cluster: FailoverCluster) 
     # The third process back: w=3 is met, and all three hold the write.
     cluster.restart(first)
     wait_until(lambda: healthy_at(master, first.url), timeout=15, what="the old master back as a secondary")
-    assert sorted(s["url"] for s in secondaries(master)) == sorted([first.url, new_url])
+    assert slots(secondaries(master)) == {cluster.name(first): first.url, cluster.name(mover): new_url}
     status, body = post(master, "all-three", 3, timeout=10.0)
     assert status == 201 and body["acks"] == 3, (status, body)
     for node in cluster.nodes:
@@ -102,7 +102,28 @@ def test_a_member_keeps_one_slot_when_its_url_changes(cluster: FailoverCluster) 
     moved_url = f"http://127.0.0.1:{port}"
     move(mover, moved_url, port)
     found = wait_until(lambda: healthy_at(master, moved_url), timeout=15, what="the member at its new port")
-    assert sorted(s["url"] for s in found) == sorted([first.url, moved_url]), found
+    assert slots(found) == {cluster.name(first): first.url, cluster.name(mover): moved_url}, found
     status, body = post(master, "after-move", 3, timeout=10.0)
     assert status == 201 and body["acks"] == 3, (status, body)
     wait_until(lambda: holds(mover, "after-move"), timeout=10, what="the moved member to hold the write")
+
+    # Two members swap ports: each slot follows its own member (the URLs alone would look unchanged).
+    a, b = (first.port, first.url), (mover.port, mover.url)
+    first.stop()
+    mover.stop()
+    move(first, b[1], b[0])
+    move(mover, a[1], a[0])
+    want = {cluster.name(first): b[1], cluster.name(mover): a[1]}
+
+    def swapped() -> bool:
+        found = secondaries(master)
+        return slots(found) == want and all(s["status"] == "healthy" for s in found)
+
+    wait_until(swapped, timeout=15, what="both slots following their members")
+    status, body = post(master, "after-swap", 3, timeout=10.0)
+    assert status == 201 and body["acks"] == 3, (status, body)
+
+
+def slots(found: list[dict[str, Any]]) -> dict[str, str]:
+    """member name -> URL of its slot, as the master's /health shows them."""
+    return {s["member"]: s["url"] for s in found}
