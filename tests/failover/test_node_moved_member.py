@@ -33,14 +33,14 @@ def cluster(tmp_path: Path) -> Iterator[FailoverCluster]:
         fc.cleanup()
 
 
-def move(node: Node, url: str, port: int) -> None:
+def move(node: Node, url: str, port: int, wait: bool = True) -> None:
     """Restart node (gracefully stopped first) advertising url, listening on port."""
     node.stop()
     i = node.args.index("--advertise")
     node.args[i + 1] = url
     node.port = port
     node.url = f"http://127.0.0.1:{port}"  # how the harness reaches it, whatever it advertises
-    node.start()
+    node.start(wait=wait)
 
 
 def secondaries(master: Node) -> list[dict[str, Any]]:
@@ -111,8 +111,10 @@ def test_a_member_keeps_one_slot_when_its_url_changes(cluster: FailoverCluster) 
     a, b = (first.port, first.url), (mover.port, mover.url)
     first.stop()
     mover.stop()
-    move(first, b[1], b[0])
-    move(mover, a[1], a[0])
+    move(first, b[1], b[0], wait=False)
+    move(mover, a[1], a[0], wait=False)
+    first.wait_listening()
+    mover.wait_listening()
     want = {cluster.name(first): b[1], cluster.name(mover): a[1]}
 
     def swapped() -> bool:
