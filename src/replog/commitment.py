@@ -25,6 +25,18 @@ def reached(matches: list[int], w: int) -> int:
     return sorted(matches, reverse=True)[w - 1]
 
 
+def one_per_process(counts: list[tuple[str | None, int]]) -> list[int]:
+    """Each node's count, given as (incarnation, count), with a process counted once however many nodes'
+    slots reach it (one process under two URLs answers every slot with its one incarnation): of the nodes
+    that report one incarnation, the one with the highest count keeps it (the first on a tie), the others
+    count 0. A node with no incarnation (no answer yet) keeps its count."""
+    best: dict[str, int] = {}
+    for i, (incarnation, count) in enumerate(counts):
+        if incarnation is not None and (incarnation not in best or count > counts[best[incarnation]][1]):
+            best[incarnation] = i
+    return [c if inc is None or best[inc] == i else 0 for i, (inc, c) in enumerate(counts)]
+
+
 class Waiter:
     """One write waiting for its w; token is the caller's (a future, in the server)."""
 

@@ -17,7 +17,7 @@ import structlog
 
 from replog import errors, ids, jsoncodec
 from replog.backoff import Backoff
-from replog.commitment import Commitment
+from replog.commitment import Commitment, one_per_process
 from replog.config import MasterConfig
 from replog.datadir import Opened
 from replog.durable import DiskFailed as DiskWriteFailed
@@ -231,7 +231,7 @@ class Master:
         blank = self.config.new_cluster and not self._history and max(reported) == 0
         self_counts = counts_itself(self._had_log, self._saved_epoch, reported, blank=blank)
         need = promises_needed(self.config.nodes, self_counts)
-        if len(promised) < need:
+        if len({r.incarnation for r in promised.values()}) < need:  # a process reached at two URLs promises once
             waiting = (sorted(promised), need)
             if waiting != self._awaiting:  # once per change, not once per round while a node is down
                 self._awaiting = waiting
@@ -281,7 +281,11 @@ class Master:
             raise errors.DiskFailed(f"the master cannot write to its disk: {exc}") from None
 
     def _transport(self, url: str) -> Transport:
-        return self._transports[[r.url for r in self.replicators].index(url)]
+        urls = [r.url for r in self.replicators]
+        if url not in urls:
+            # Under failover the member moved to another URL during this round: the next round asks it there.
+            raise TransportError(f"{url} is no longer a secondary of this master")
+        return self._transports[urls.index(url)]
 
     async def _agreement(self, transport: Transport, upto: int) -> int:
         """The last seq up to upto at which our log and the node's agree, bisecting on chain values."""
@@ -354,11 +358,23 @@ class Master:
     # -- what replicators and the disk report ----------------------------------------
 
     def _on_progress(self, node: int) -> None:
-        """Recount one node's acks: only copies held under our epoch count (SPEC "Counting acks")."""
+        """Recount one node's acks: only copies held under our epoch count (SPEC "Counting acks"), and a
+        process that several slots reach (one node under two URLs) counts once, in one slot."""
         if node == 0:
-            match = self.durable if self.epoch and not self.disk_failed else 0
-        else:
-            match = self.replicators[node - 1].progress.counted(self.epoch, self.start_end) if self.epoch else 0
+            self._count(0, self.durable if self.epoch and not self.disk_failed else 0)
+            return
+        counts = one_per_process(
+            [
+                (r.progress.incarnation, r.progress.counted(self.epoch, self.start_end) if self.epoch else 0)
+                for r in self.replicators
+            ]
+        )
+        matches = self.commitment.matches
+        for i, match in enumerate(counts, start=1):
+            if i == node or matches[i] != match:
+                self._count(i, match)
+
+    def _count(self, node: int, match: int) -> None:
         for waiter in self.commitment.update(node, match):
             fut = waiter.token
             if not fut.done():
@@ -376,6 +392,10 @@ class Master:
             task = self._repairs.get(node)
             if task is None or task.done():
                 self._repairs[node] = asyncio.ensure_future(self._repair(node))
+        self._check_quorum()
+
+    def _check_quorum(self) -> None:
+        """Judge the quorum again from every secondary's status, and log a transition."""
         writable = self._has_quorum()
         if writable != self._writable:
             self._writable = writable
@@ -418,6 +438,22 @@ class Master:
         self.replicators.append(replicator)
         self._transports.append(transport)
         return replicator
+
+    def move_secondary(self, node: int, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
+        """Under failover: the member in slot `node` (its node index) is now reached at url, its --advertise
+        having changed. A new replicator for url takes the same slot and the old one is returned (its owner
+        stops it). The slot's progress starts again from what url reports, as for a secondary restarted empty:
+        its acks count from the new replicator's answers only (a late answer of the old one recounts the slot
+        from the new one's progress), so one member is never two nodes toward w or the quorum."""
+        old = self.replicators[node - 1]
+        self.replicators[node - 1] = self._new_replicator(node, url, transport, **replicator_kw)
+        self._transports[node - 1] = transport
+        repair = self._repairs.pop(node, None)
+        if repair is not None:
+            repair.cancel()  # it rolls back the old URL's log; the new replicator judges the node afresh
+        self._on_progress(node)
+        self._check_quorum()  # unhealthy until the new URL's first answer
+        return old
 
     def _new_replicator(self, node: int, url: str, transport: Transport, **replicator_kw: Any) -> Replicator:
         """The replicator of one secondary, wired to this master (at start-up and when a node joins)."""
@@ -498,7 +534,9 @@ class Master:
             r.notify()
 
     def _available(self) -> int:
-        return 1 + sum(1 for r in self.replicators if r.progress.available)
+        # One process reached through two slots is one node (see _on_progress).
+        up = {r.progress.incarnation or f"slot {r.index}" for r in self.replicators if r.progress.available}
+        return 1 + len(up)
 
     @property
     def available(self) -> int:

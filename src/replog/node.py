@@ -52,10 +52,10 @@ from replog.http import (
 from replog.lease import Deferral, LeaseDeadline, boottime, should_defer
 from replog.log import Log
 from replog.master import EpochStale, Master
-from replog.metrics import CONTENT_TYPE, NotReady
+from replog.metrics import CONTENT_TYPE, NotReady, short_url
 from replog.protocol import Fence, parse_fence, parse_hash, parse_query_int, parse_write
 from replog.recovery import Position
-from replog.replicator import supervise
+from replog.replicator import Replicator, supervise
 from replog.secondary import Secondary
 from replog.storage import Meta
 from replog.stream import stream_handler
@@ -119,6 +119,11 @@ class Node:
         self._session: aiohttp.ClientSession | None = None  # calls to other nodes
         self._etcd_session: aiohttp.ClientSession | None = None
         self._role_tasks: list[asyncio.Task[Any]] = []  # the current role's tasks (group commit, replicators)
+        # The current master's secondaries are keyed by member name, one slot each: the name's node index,
+        # and the replicator running in each slot with the task that runs it (moved with the member's URL).
+        self._slots: dict[str, int] = {}
+        self._running: dict[int, tuple[Replicator, asyncio.Task[Any]]] = {}
+        self._member_refused: set[tuple[str, str, str]] = set()  # (reason, name, url) already logged
         self._switch = asyncio.Lock()  # one role change at a time
         self._stepping_down: asyncio.Task[None] | None = None
         self._closing = False  # shutting down: a step-down then neither rejoins nor resigns, nor is started
@@ -173,6 +178,14 @@ class Node:
             "leader": None if leader is None else {"name": leader.name, "url": leader.url, "epoch": leader.epoch},
             "lease_remaining": round(max(0.0, self.deadline.remaining(now)), 3) if self.deadline.valid(now) else 0,
         }
+
+    def master_health(self, master: Master) -> dict[str, Any]:
+        """The master's /health, each secondary with the member name whose slot it is (null: none known)."""
+        body = master.health()
+        names = {i: n for n, i in self._slots.items()} if master is self.master else {}
+        for i, secondary in enumerate(body["secondaries"], start=1):
+            secondary["member"] = names.get(i)
+        return {**body, "failover": self.info()}
 
     # -- roles -----------------------------------------------------------------------
 
@@ -276,6 +289,7 @@ class Node:
                 self._own(master.commit.run(), "group commit")  # type: ignore[union-attr]
             self.master = master
             self.epoch = leader.epoch
+            self._slots, self._running, self._member_refused = {}, {}, set()
             self._no_majority_since = boottime()
             self.logger.warning("elected", epoch=leader.epoch, seq=master.log.last_seq)
             try:
@@ -288,7 +302,26 @@ class Node:
         await master.recover(epoch)
         self.logger.warning("taking_writes", epoch=epoch, seq=master.log.last_seq)
         for r in master.replicators:
-            self._own(supervise(r), f"replicator {r.url}")
+            self._run_replicator(r)
+
+    def _run_replicator(self, replicator: Replicator) -> None:
+        """Run a replicator of the current master in its slot (once: a second call for it does nothing)."""
+        running = self._running.get(replicator.index)
+        if running is not None and running[0] is replicator:
+            return
+        task = self._own(supervise(replicator), f"replicator {replicator.url}")
+        self._running[replicator.index] = (replicator, task)
+
+    async def _stop_replicator(self, node: int) -> None:
+        """Stop the replicator running in slot node (its requests in flight are abandoned), and wait for it."""
+        running = self._running.pop(node, None)
+        if running is None:
+            return
+        task = running[1]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if task in self._role_tasks:
+            self._role_tasks.remove(task)
 
     def _transport(self, url: str) -> Transport:
         assert self._session is not None
@@ -302,24 +335,65 @@ class Node:
         )
 
     async def _sync_members(self) -> None:
-        """The master replicates to every other registered member (up to N - 1 of them)."""
+        """The master replicates to every other registered member (up to N - 1 of them), one slot per member
+        name: a member registered under a new URL (its --advertise changed at a restart) keeps its slot, which
+        follows it there, so that one process is never counted twice. A member whose key is gone keeps its
+        slot (cut off from etcd, it may still hold and take copies)."""
         master = self.master
         assert self.coordinator is not None
         if master is None:
             return
         members = await self.coordinator.members()
-        known = {r.url for r in master.replicators}
         for member in sorted(members.values(), key=lambda m: m.name):
-            if member.name == self.config.name or member.url in known or member.url == self.config.advertise:
+            if self.master is not master:
+                return  # the role changed meanwhile (a move awaits its old replicator)
+            if member.name == self.config.name or member.url == self.config.advertise:
                 continue
-            try:
-                replicator = master.add_secondary(member.url, self._transport(member.url))
-            except ValueError:
-                self.logger.error("too_many_members", member=member.name, url=member.url, nodes=self.config.nodes)
+            slot = self._slots.get(member.name)
+            if slot is not None and master.replicators[slot - 1].url == member.url:
                 continue
-            self.logger.info("member_added", member=member.name, url=member.url)
-            if not master.recovering:
-                self._own(supervise(replicator), f"replicator {member.url}")
+            holder = next((r for r in master.replicators if r.url == member.url), None)
+            if holder is not None:
+                owner = next((n for n, i in self._slots.items() if i == holder.index), None)
+                if owner is None or owner not in members or members[owner].url == member.url:
+                    # Another member's slot reaches this URL and keeps it (a stale key of a renamed node, say):
+                    # a second slot would count the process behind it twice.
+                    self._refuse_member("member_url_taken", member.name, member.url, slot=holder.index)
+                    continue
+                # Its owner moves away from this URL in this same pass (two members swapped URLs); meanwhile
+                # the one process behind both slots is counted once (Master._on_progress).
+            if slot is None:
+                self._add_member(master, member.name, member.url)
+            else:
+                await self._move_member(master, slot, member.name, member.url)
+
+    def _add_member(self, master: Master, name: str, url: str) -> None:
+        try:
+            replicator = master.add_secondary(url, self._transport(url))
+        except ValueError:
+            self._refuse_member("too_many_members", name, url, nodes=self.config.nodes)
+            return
+        self._slots[name] = replicator.index
+        self._member_refused = {r for r in self._member_refused if r[1] != name}  # a later refusal is news
+        self.logger.info("member_added", member=name, url=url, slot=replicator.index)
+        if not master.recovering:
+            self._run_replicator(replicator)
+
+    async def _move_member(self, master: Master, slot: int, name: str, url: str) -> None:
+        """The member in slot moved to url: its new replicator replaces the old one, which is stopped first."""
+        before = master.replicators[slot - 1].url
+        self.logger.warning("member_moved", member=name, old=short_url(before), new=short_url(url), slot=slot)
+        master.move_secondary(slot, url, self._transport(url))
+        self._member_refused = {r for r in self._member_refused if r[1] != name}
+        await self._stop_replicator(slot)
+        if self.master is master and not master.recovering:
+            self._run_replicator(master.replicators[slot - 1])
+
+    def _refuse_member(self, reason: str, name: str, url: str, **kw: Any) -> None:
+        """Log once per master why a registered member gets no slot."""
+        if (reason, name, url) not in self._member_refused:
+            self._member_refused.add((reason, name, url))
+            self.logger.error(reason, member=name, url=url, **kw)
 
     def _step_down_soon(self, reason: str) -> None:
         """Stop taking writes now (synchronously), and change roles as soon as the switch is free."""
@@ -683,7 +757,7 @@ async def get_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     fence = parse_fence(request.headers, required=False)
     if fence is None and node.master is not None:
-        return json_response({**node.master.health(), "failover": node.info()})
+        return json_response(node.master_health(node.master))
     secondary = _secondary_for(node, fence)
     if fence is not None:
         await secondary.fence(fence, promise=False)
