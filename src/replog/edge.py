@@ -11,8 +11,10 @@
   `408 request_timeout`. The node raises its own descriptor limit to fit the cap plus a reserve for its
   own outbound connections and files, or lowers the cap to fit the limit: accept() never runs out.
 - TLS under the gate: a node serving HTTPS counts a connection from its TCP accept, before its handshake
-  (`Guarded` runs the handshake itself with loop.start_tls), so connections still handshaking count against
-  the cap, are displaced like idle ones, and are dropped when the handshake outlasts `read_timeout`.
+  (`Guarded` puts asyncio's TLS protocol under the connection itself, as loop.start_tls does, but at once in
+  connection_made, so that no byte is read before it: uvloop starts reading right after connection_made), so
+  connections still handshaking count against the cap, are displaced like idle ones, and are dropped when
+  the handshake outlasts `read_timeout`.
 - Room for replication: a connection that carried an accepted internal request (a master's) is never
   displaced, and client requests (streams, long polls, reads, writes) hold at most `client_cap` connections
   at once (90% of the cap): past it a client request gets `503 overloaded` and its connection closes.
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import resource
 import socket
 import ssl
@@ -291,7 +294,23 @@ class Guarded(web_protocol.RequestHandler):
                 self._refused = True
                 transport.abort()  # no HTTP can be spoken before the handshake: the caller sees a closed connection
                 return
-            self._handshake = self._loop.create_task(self._secure(transport))
+            # The TLS layer goes between the connection and us now, before a byte is read: what loop.start_tls
+            # does, minus its trip through the loop (uvloop starts reading as soon as connection_made returns,
+            # and the client's first handshake bytes came to us as request bytes: the handshake then waited for
+            # them until the read timeout). asyncio's own SSLProtocol, on either loop.
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            layer = asyncio.sslproto.SSLProtocol(
+                self._loop,
+                self,
+                self.tls,
+                waiter,
+                server_side=True,
+                call_connection_made=False,
+                ssl_handshake_timeout=self.gate.read_timeout,
+            )
+            transport.set_protocol(layer)
+            layer.connection_made(transport)
+            self._handshake = self._loop.create_task(self._secure(layer, waiter))
             return
         if not self.gate.admit(self):
             self._refused = True
@@ -299,16 +318,15 @@ class Guarded(web_protocol.RequestHandler):
             return
         super().connection_made(transport)
 
-    async def _secure(self, raw: Any) -> None:
-        """Run the TLS handshake on raw (within read_timeout), then hand aiohttp the TLS transport."""
-        assert self.tls is not None
+    async def _secure(self, layer: asyncio.sslproto.SSLProtocol, waiter: asyncio.Future[None]) -> None:
+        """Wait for the TLS handshake (bounded by read_timeout), then hand aiohttp the TLS transport."""
         try:
-            secured = await self._loop.start_tls(
-                raw, self, self.tls, server_side=True, ssl_handshake_timeout=self.gate.read_timeout
-            )
-        except (OSError, ssl.SSLError, asyncio.CancelledError):
+            await waiter
+            secured = layer._app_transport  # what loop.start_tls returns
+        except (Exception, asyncio.CancelledError):
             secured = None  # a failed or timed-out handshake, or a connection displaced or lost meanwhile
         self._handshake = None
+        raw = self._raw
         if secured is None or secured.is_closing() or self not in self.gate.live:
             self.gate.lost(self)
             raw.abort()

@@ -176,3 +176,19 @@ def test_cluster_tooling_reaches_tls_nodes_only_with_the_ca(cluster, pki):
     plain = ssl.create_default_context()  # the system's CAs: the test CA is not among them
     with pytest.raises((OSError, ClusterError)):
         http_json("GET", c.master.url + "/health", context=plain)
+
+
+def test_on_uvloop_every_fresh_connection_completes_its_handshake(cluster, pki):
+    """`--loop uvloop` (the `fast` extra) starts reading a connection as soon as it is accepted: the client's
+    first handshake bytes must reach the TLS layer, not be taken for request bytes (which left the handshake
+    waiting until the read timeout dropped it)."""
+    loop = ["--loop", "uvloop"]
+    c = cluster(2, tls=tls(pki), master_args=loop, secondary_args=loop)
+    c.wait_healthy()
+    context = ssl.create_default_context(cafile=pki.ca)
+    for node in (c.master, *c.secondaries):
+        for _ in range(30):  # a new connection (and handshake) each, each given 2 s
+            status, body = http_json("GET", node.url + "/health", context=context, timeout=2.0)
+            assert status == 200, body
+    status, body = c.post("on uvloop", w=3)
+    assert status == 201 and body["acks"] == 3, body
