@@ -122,24 +122,39 @@ def host_env() -> dict[str, str]:
     return env
 
 
-def install(tmp_path: Path, extras: str = "") -> tuple[Path, str]:
-    """Run docker/install.sh as the build stage does (REPLOG_EXTRAS as the build ARG sets it, unless empty):
-    the venv (the image's /opt/replog) and what the script printed."""
+def start_install(tmp_path: Path, extras: str = "") -> tuple[Path, subprocess.Popen[str]]:
+    """Start docker/install.sh as the build stage runs it (REPLOG_EXTRAS as the build ARG sets it, unless
+    empty), in a build context of its own under tmp_path: the venv (the image's /opt/replog) and the process."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     context = build_context(tmp_path)
     venv = tmp_path / "opt-replog"
     env = host_env()
     if extras:
         env["REPLOG_EXTRAS"] = extras
-    done = subprocess.run(
+    proc = subprocess.Popen(
         ["sh", "docker/install.sh", str(context), str(venv)],
         cwd=context,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=540,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return venv, done.stdout
+    return venv, proc
+
+
+@pytest.fixture(scope="module")
+def installs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Both images' installs, the default and the one with the `etcd` extra, each into a fresh venv from a
+    build context of its own: run side by side (each is mostly one pip process), then checked one by one
+    by the tests. Maps the extras ("" or "etcd") to the venv and what install.sh printed."""
+    root = tmp_path_factory.mktemp("images")
+    started = {extras: start_install(root / (extras or "default"), extras) for extras in ("", "etcd")}
+    done = {}
+    for extras, (venv, proc) in started.items():
+        out, err = proc.communicate(timeout=540)
+        assert proc.returncode == 0, f"install.sh with REPLOG_EXTRAS={extras!r}:\n{out}{err}"
+        done[extras] = (venv, out)
+    return done
 
 
 def distributions(venv: Path) -> set[str]:
@@ -162,8 +177,8 @@ def distributions(venv: Path) -> set[str]:
 
 
 @pytest.mark.timeout(600)
-def test_install_and_start_as_the_image_does(tmp_path):
-    venv, printed = install(tmp_path)
+def test_install_and_start_as_the_image_does(tmp_path, installs):
+    venv, printed = installs[""]
     env = host_env()
     assert printed.strip() == "replog, version 0.1.0"
 
@@ -335,11 +350,11 @@ def test_compose_failover_profile_runs_etcd_and_three_nodes():
 
 
 @pytest.mark.timeout(600)
-def test_the_etcd_image_runs_the_compose_etcd_service(tmp_path):
+def test_the_etcd_image_runs_the_compose_etcd_service(tmp_path, installs):
     """The image with the `etcd` extra: install.sh with REPLOG_EXTRAS=etcd installs an etcd that runs; the
     etcd service's entrypoint and command start it (from the image's PATH) and its health check passes,
     then fails once etcd is gone."""
-    venv, printed = install(tmp_path, "etcd")
+    venv, printed = installs["etcd"]
     lines = printed.splitlines()
     assert lines[0] == "replog, version 0.1.0" and any(line.startswith("etcd Version: 3.5") for line in lines)
     names = distributions(venv)
