@@ -47,3 +47,15 @@ def test_secure_refuses_an_external_master_and_scenarios_it_cannot_run() -> None
 def test_rounds_need_secure() -> None:
     proc = run_bench("--rounds", "3", "--scenario", "all")
     assert proc.returncode != 0 and "--rounds" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_node_loop_runs_the_local_nodes_on_that_loop() -> None:
+    proc = run_bench("--node-loop", "uvloop", "--scenario", "w1", "--requests", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["cluster"].endswith("nodes on uvloop")  # read from the master process's mapped libraries
+    assert report["scenarios"][0]["errors"] == 0
+    proc = run_bench("--scenario", "w1", "--requests", "100", "--json")
+    assert json.loads(proc.stdout)["cluster"].endswith("nodes on asyncio")  # the nodes' default
+    proc = run_bench("--node-loop", "uvloop", "--master", "http://127.0.0.1:9")
+    assert proc.returncode != 0 and "--node-loop" in proc.stderr and "Traceback" not in proc.stderr

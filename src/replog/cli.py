@@ -1108,6 +1108,13 @@ BENCH_SCENARIOS = (  # replog.tools.bench.SCENARIOS
     help="The load generator's event loop (auto: uvloop when installed).",
 )
 @click.option(
+    "--node-loop",
+    type=click.Choice(["asyncio", "uvloop"]),
+    default=None,
+    envvar="REPLOG_BENCH_NODE_LOOP",
+    help="The local nodes' --loop (default: the nodes' own default, asyncio).",
+)
+@click.option(
     "--idle-streams",
     type=click.IntRange(1),
     default=1000,

@@ -142,6 +142,15 @@ def process_cpu(pid: int) -> float | None:
         return None
 
 
+def process_loop(pid: int) -> str | None:
+    """The event loop a live node runs on, read from the libraries mapped into it (None: unknown)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "uvloop" if "uvloop" in f.read() else "asyncio"
+    except OSError:
+        return None
+
+
 def process_rss(pid: int) -> int | None:
     """Resident set size in bytes now (VmRSS)."""
     try:
@@ -888,6 +897,7 @@ def run(
     idle_streams: int = 1000,
     secure: bool = False,
     rounds: int = 1,
+    node_loop: str | None = None,
 ) -> None:
     """`replog bench` once its options are parsed: run the scenarios named (all when none) on a local
     cluster, or on the one at master_url, and print the table (or JSON). Bad combinations of options
@@ -897,6 +907,14 @@ def run(
     runs on the plain cluster and then on the secure one: both rows, and the secure one's rate as a
     fraction of the plain one's; with rounds, each scenario runs that many times on each, alternating, and
     the round with the median ratio is shown."""
+    if node_loop is not None and master_url is not None:
+        raise click.BadParameter("only applies to a local cluster, not with --master", param_hint="--node-loop")
+    if node_loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise click.BadParameter("uvloop is not installed (pip install uvloop)", param_hint="--node-loop") from None
+    node_args = ("--loop", node_loop) if node_loop else ()
     if rounds > 1 and not secure:
         raise click.BadParameter("only compares rounds with --secure", param_hint="--rounds")
     if secure:
@@ -939,13 +957,15 @@ def run(
     try:
         if master_url is None:
             progress.start("starting a master and 2 secondaries")
-            cluster = _start_cluster(data_dir, fsync, heartbeat_interval)
+            cluster = _start_cluster(data_dir, fsync, heartbeat_interval, node_args)
             workdir = str(cluster.workdir) if data_dir is not None else None
             progress.finish("up")
             target = Target(cluster.master.url, cluster)
             where = "local, master + 2 secondaries" + (
                 f", data dirs under {data_dir} (fsync {fsync})" if data_dir else ", in memory"
             )
+            seen = process_loop(cluster.master.proc.pid) if cluster.master.proc is not None else None
+            where += f", nodes on {seen}" if seen else ""
         else:
             target = Target(master_url)
             where = f"external, {target.url}"
@@ -955,7 +975,7 @@ def run(
         else:
             progress.start("starting a master and 2 secondaries over TLS, with a cluster key")
             secure_cluster = _start_cluster(
-                None, fsync, heartbeat_interval, tls=_tls_files(tls_dir), cluster_key=secrets.token_hex(32)
+                None, fsync, heartbeat_interval, node_args, tls=_tls_files(tls_dir), cluster_key=secrets.token_hex(32)
             )
             progress.finish("up")
             secured = Bench(Target(secure_cluster.master.url, secure_cluster), settings, progress, data_dirs=False)
