@@ -45,19 +45,22 @@ class BodyTimeout(TimeoutError):
     """A request body stalled longer than the read timeout (a TimeoutError: aiohttp's lingering read expects one)."""
 
 
-def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
+def load_chain(ctx: ssl.SSLContext, cert: str, key: str | None, flags: str = "--tls-cert/--tls-key") -> None:
+    """Load a certificate and its key into ctx; TlsConfigError naming the flags (cert/key) otherwise."""
+    cert_flag, key_flag = flags.split("/")
     try:
         ctx.load_cert_chain(cert, key)
     except FileNotFoundError as exc:
-        raise TlsConfigError(f"--tls-cert/--tls-key: no such file: {exc.filename or cert}") from None
+        raise TlsConfigError(f"{flags}: no such file: {exc.filename or cert}") from None
     except ssl.SSLError as exc:
         why = "the key does not match the certificate" if "KEY_VALUES_MISMATCH" in str(exc) else exc.reason or exc
-        raise TlsConfigError(f"--tls-cert {cert} / --tls-key {key}: {why}") from None
+        raise TlsConfigError(f"{cert_flag} {cert} / {key_flag} {key}: {why}") from None
     except OSError as exc:
-        raise TlsConfigError(f"--tls-cert/--tls-key: cannot read {exc.filename or cert}: {exc.strerror}") from None
+        raise TlsConfigError(f"{flags}: cannot read {exc.filename or cert}: {exc.strerror}") from None
 
 
-def _load_ca(ctx: ssl.SSLContext, ca: str, flag: str) -> None:
+def load_ca(ctx: ssl.SSLContext, ca: str, flag: str) -> None:
+    """Trust the CA certificates of the PEM file ca in ctx; TlsConfigError naming the flag otherwise."""
     try:
         ctx.load_verify_locations(cafile=ca)
     except FileNotFoundError:
@@ -82,9 +85,9 @@ def server_context(tls: Tls) -> ssl.SSLContext | None:
     if tls.cert is None:
         raise TlsConfigError("--tls-key needs --tls-cert")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    _load_chain(ctx, tls.cert, tls.key)
+    load_chain(ctx, tls.cert, tls.key)
     if tls.client_ca is not None:
-        _load_ca(ctx, tls.client_ca, "--tls-client-ca")
+        load_ca(ctx, tls.client_ca, "--tls-client-ca")
         ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
@@ -94,9 +97,9 @@ def client_context(tls: Tls) -> ssl.SSLContext:
     one), and presents this node's own certificate (for nodes that want mutual TLS)."""
     ctx = ssl.create_default_context()
     if tls.ca is not None:
-        _load_ca(ctx, tls.ca, "--tls-ca")
+        load_ca(ctx, tls.ca, "--tls-ca")
     if tls.cert is not None:
-        _load_chain(ctx, tls.cert, tls.key)
+        load_chain(ctx, tls.cert, tls.key)
     return ctx
 
 

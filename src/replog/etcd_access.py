@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from replog.coordinator import Coordinator, EtcdAuthError, EtcdTlsError, EtcdUnavailable
-from replog.edge import TlsConfigError
+from replog.edge import TlsConfigError, load_ca, load_chain
 
 
 @dataclass(frozen=True)
@@ -44,24 +44,9 @@ def client_context(access: EtcdAccess) -> ssl.SSLContext | bool:
         raise TlsConfigError("--etcd-cert and --etcd-key go together: the client certificate and its key")
     ctx = ssl.create_default_context()
     if access.ca is not None:
-        try:
-            ctx.load_verify_locations(cafile=access.ca)
-        except FileNotFoundError:
-            raise TlsConfigError(f"--etcd-ca: no such file: {access.ca}") from None
-        except ssl.SSLError as exc:
-            raise TlsConfigError(f"--etcd-ca {access.ca}: not a PEM CA certificate ({exc.reason or exc})") from None
-        except OSError as exc:
-            raise TlsConfigError(f"--etcd-ca: cannot read {access.ca}: {exc.strerror}") from None
+        load_ca(ctx, access.ca, "--etcd-ca")
     if access.cert is not None:
-        try:
-            ctx.load_cert_chain(access.cert, access.key)
-        except FileNotFoundError as exc:
-            raise TlsConfigError(f"--etcd-cert/--etcd-key: no such file: {exc.filename or access.cert}") from None
-        except ssl.SSLError as exc:
-            why = "the key does not match the certificate" if "KEY_VALUES_MISMATCH" in str(exc) else exc.reason or exc
-            raise TlsConfigError(f"--etcd-cert {access.cert} / --etcd-key {access.key}: {why}") from None
-        except OSError as exc:
-            raise TlsConfigError(f"--etcd-cert/--etcd-key: cannot read: {exc.strerror}") from None
+        load_chain(ctx, access.cert, access.key, "--etcd-cert/--etcd-key")
     return ctx
 
 
