@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from replog.coordinator import Coordinator, EtcdAuthError, EtcdTlsError, EtcdUnavailable
+from replog.coordinator import Coordinator, EtcdAuthError, EtcdError, EtcdTlsError, EtcdUnavailable
 from replog.edge import TlsConfigError, load_ca, load_chain
 
 
@@ -82,7 +82,9 @@ async def check(endpoints: Sequence[str], cluster: str, access: EtcdAccess, *, t
             raise AccessRefused(f"etcd refused the TLS handshake, check {flags}: {exc}") from None
         except EtcdAuthError as exc:
             raise AccessRefused(_auth_refusal(str(exc), access, cluster)) from None
-        except EtcdUnavailable as exc:
+        except (EtcdUnavailable, EtcdError) as exc:
+            # No endpoint answered, or one answered what no etcd would (a 404, say: not an etcd, or not yet):
+            # the node starts and keeps trying, as without this check, and says why in its log.
             return str(exc)
     return None
 
