@@ -445,9 +445,20 @@ async def _overloaded(request: web.BaseRequest) -> web.StreamResponse:
     return response
 
 
+_serving: Gate | None = None  # the gate of this process's server (one per process: `replog` serves one node)
+
+
+def serving_gate() -> Gate | None:
+    """The gate of the server this process runs, for /metrics; None before `guarded` made one (in tests)."""
+    return _serving
+
+
 def guarded(
     base: type[web_protocol.RequestHandler], gate: Gate, tls: ssl.SSLContext | None = None
 ) -> type[web_protocol.RequestHandler]:
     """A request-handler class derived from base whose connections the gate bounds; with tls it serves HTTPS,
-    running each handshake itself after the gate admitted the TCP connection (give the server no ssl context)."""
+    running each handshake itself after the gate admitted the TCP connection (give the server no ssl context).
+    The gate becomes this process's serving_gate()."""
+    global _serving
+    _serving = gate
     return type(f"Guarded{base.__name__}", (Guarded, base), {"gate": gate, "tls": tls})

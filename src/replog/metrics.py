@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from replog import __version__
+from replog.edge import serving_gate
 from replog.http import json_response
 from replog.progress import Status
 
@@ -90,6 +91,7 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(GateCollector())
         self.fsyncs = Buckets(FSYNC_BUCKETS)
 
     def fsynced(self, seconds: float) -> None:
@@ -153,6 +155,40 @@ class SecondaryMetrics(NodeMetrics):
     def __init__(self, secondary: Secondary) -> None:
         super().__init__()
         self.registry.register(_SecondaryCollector(secondary, self))
+
+
+class GateCollector(Collector):
+    """The connection gate's counts (replog.edge): what the node holds now against its cap, and how many
+    connections it refused, displaced or dropped for a stalled request since it started."""
+
+    def collect(self) -> Iterator[Metric]:
+        gate = serving_gate()
+        if gate is None:
+            return
+        held = GaugeMetricFamily(
+            "replog_connections",
+            "Connections the node holds now: open (all admitted), idle (waiting for a request, displaceable), "
+            "internal (a master's, never displaced), client_requests (handling a client request now).",
+            labels=["state"],
+        )
+        for state, n in (
+            ("open", len(gate.live)),
+            ("idle", len(gate.idle)),
+            ("internal", len(gate.internal)),
+            ("client_requests", len(gate.clients)),
+        ):
+            held.add_metric([state], n)
+        yield held
+        yield _gauge("replog_connections_max", "The cap on open connections (--max-connections).", gate.max_connections)
+        closed = CounterMetricFamily(
+            "replog_connections_closed",
+            "Connections the gate closed: refused (503 overloaded at the cap), displaced (idle, to make room), "
+            "timed_out (a request head or body stalled past --read-timeout).",
+            labels=["reason"],
+        )
+        for reason, n in (("refused", gate.refused), ("displaced", gate.displaced), ("timed_out", gate.timed_out)):
+            closed.add_metric([reason], n)
+        yield closed
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:

@@ -52,7 +52,7 @@ from replog.http import (
 from replog.lease import Deferral, LeaseDeadline, boottime, should_defer
 from replog.log import Log
 from replog.master import EpochStale, Master
-from replog.metrics import CONTENT_TYPE, NotReady, short_url
+from replog.metrics import CONTENT_TYPE, GateCollector, NotReady, short_url
 from replog.protocol import Fence, parse_fence, parse_hash, parse_query_int, parse_write
 from replog.recovery import Position
 from replog.replicator import Replicator, supervise
@@ -844,6 +844,7 @@ class _SwitchingCollector(Collector):
 
 _SWITCHING = CollectorRegistry(auto_describe=True)
 _SWITCHING.register(_SwitchingCollector())
+_SWITCHING.register(GateCollector())
 
 
 async def get_metrics(request: web.Request) -> web.Response:

@@ -165,3 +165,39 @@ def test_a_port_in_use_is_one_error_line_and_exit_1_and_no_node_started(tmp_path
     assert done.returncode == 1, done
     assert "node_started" not in done.stderr + done.stdout
     assert done.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_the_connection_gate_shows_in_metrics(tmp_path):
+    """replog_connections counts what the node holds against replog_connections_max; idle connections
+    displaced at the cap are counted in replog_connections_closed_total{reason="displaced"}."""
+    from replog.tools.cluster import free_port
+
+    cap = 20
+    node = Node("secondary", free_port(), ["--max-connections", str(cap)], tmp_path / "s.log")
+    node.start()
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: node.health(), 20, what="the secondary to answer")
+        first = scrape(node)
+        assert value(first, "replog_connections_max") == cap
+        assert value(first, "replog_connections_closed_total", reason="displaced") == 0
+        for _ in range(10):  # idle: connected, nothing sent
+            held.append(socket.create_connection(("127.0.0.1", node.port), timeout=5))
+        wait_until(
+            lambda: value(scrape(node), "replog_connections", state="open") >= 11,
+            10,
+            what="10 idle connections counted",
+        )
+        assert value(scrape(node), "replog_connections", state="idle") >= 10
+        for _ in range(cap):  # past the cap: the longest-waiting idle connections make room
+            held.append(socket.create_connection(("127.0.0.1", node.port), timeout=5))
+        wait_until(
+            lambda: value(scrape(node), "replog_connections_closed_total", reason="displaced") >= 10,
+            10,
+            what="idle connections displaced at the cap",
+        )
+        assert value(scrape(node), "replog_connections", state="open") <= cap
+    finally:
+        for s in held:
+            s.close()
+        node.kill()
