@@ -352,13 +352,16 @@ class LocalCluster:
         return [self.master, *self.secondaries]
 
     def start(self, wait_writable: bool = True, timeout: float = 20.0, *, skip: Collection[int] = ()) -> LocalCluster:
-        """Start the secondaries (but those whose index is in skip: their ports stay reserved), then the master."""
+        """Start the secondaries (but those whose index is in skip: their ports stay reserved), then the master.
+        The master is spawned right after them, not once they listen: it asks for promises until they answer,
+        as after any start, and the processes' start-ups (most of it Python importing aiohttp) overlap."""
         started = [s for i, s in enumerate(self.secondaries) if i not in skip]
         for s in started:
             s.start(wait=False)
+        self.master.start(wait=False)
         for s in started:
             s.wait_listening(timeout)
-        self.master.start(timeout=timeout)
+        self.master.wait_listening(timeout)
         if wait_writable:
             self.wait_writable(timeout)
         return self
