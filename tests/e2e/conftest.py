@@ -7,6 +7,7 @@ last lines of every node's log.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,18 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Clusters
         yield clusters
     finally:
         clusters.close()
+
+
+@pytest.fixture(scope="module")
+def enough_descriptors() -> Iterator[None]:
+    """The test process opens thousands of sockets: raise its own soft descriptor limit as far as the hard
+    one allows (up to 6,000) for the module, then put it back. Modules ask for it with usefixtures."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 6000 if hard == resource.RLIM_INFINITY else min(hard, 6000)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture

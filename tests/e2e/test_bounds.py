@@ -17,19 +17,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import resource
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from replog.tools.cluster import Node, http_json, wait_until
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc"),
+    pytest.mark.usefixtures("enough_descriptors"),
+]
 
 HEAD = b"POST /messages HTTP/1.1\r\n"  # a request line, and never the rest
 SLOW_HEAD = b"GET /messages HTTP/1.1\r\nX-Slow: "  # what a slow connection sends, a byte every half second
@@ -87,17 +88,6 @@ class LimitedNode(Node):
             "from replog.cli import main; main(prog_name='replog')"
         )
         return [cmd[0], "-c", boot, *cmd[3:]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def enough_descriptors() -> Iterator[None]:
-    """This process opens thousands of sockets: raise its own soft limit as far as the hard one allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 6000 if hard == resource.RLIM_INFINITY else min(hard, 6000)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def open_half(port: int, n: int) -> list[socket.socket]:

@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import os
-import resource
 import selectors
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,10 @@ import trustme
 
 from replog.tools.cluster import ClusterTls, Node, http_json, wait_until
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc"),
+    pytest.mark.usefixtures("enough_descriptors"),
+]
 
 NOFILE = 600  # the TLS secondary's hard descriptor limit
 SILENT = 700  # TCP connections that never start a handshake: more than NOFILE
@@ -57,16 +58,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     leaf.private_key_pem.write_to_path(str(d / "key.pem"))
     leaf.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
     return Pki(str(d / "ca.pem"), str(d / "cert.pem"), str(d / "key.pem"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def enough_descriptors() -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 3000 if hard == resource.RLIM_INFINITY else min(hard, 3000)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def fds(pid: int) -> int:

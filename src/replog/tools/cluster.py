@@ -33,6 +33,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def key_file_args(workdir: Path, cluster_key: str | None) -> list[str]:
+    """Write cluster_key to workdir/cluster.key (mode 0600) and return the node options that read it;
+    [] without a key."""
+    if cluster_key is None:
+        return []
+    key_file = workdir / "cluster.key"
+    key_file.touch(mode=0o600)
+    key_file.write_text(cluster_key + "\n")
+    return ["--cluster-key-file", str(key_file)]
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
     """Poll cond() until it returns something truthy; ClusterError after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -298,12 +309,7 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tls = tls
         self.cluster_key = cluster_key
-        keyed: list[str] = []
-        if cluster_key is not None:
-            key_file = self.workdir / "cluster.key"
-            key_file.touch(mode=0o600)
-            key_file.write_text(cluster_key + "\n")
-            keyed = ["--cluster-key-file", str(key_file)]
+        keyed = key_file_args(self.workdir, cluster_key)
         self.secondaries: list[Node] = []
         for i in range(secondaries):
             args = [*keyed, *secondary_args]

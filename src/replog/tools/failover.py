@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cluster import ClusterError, ClusterTls, Node, free_port, http_json, wait_until
+from .cluster import ClusterError, ClusterTls, Node, free_port, http_json, key_file_args, wait_until
 from .etcd import EtcdServer, KeyValue
 from .tcpproxy import LinkMode, TcpProxy
 
@@ -60,12 +60,7 @@ class FailoverCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
         self.cluster_key = cluster_key
-        keyed: list[str] = []
-        if cluster_key is not None:
-            key_file = self.workdir / "cluster.key"
-            key_file.touch(mode=0o600)
-            key_file.write_text(cluster_key + "\n")
-            keyed = ["--cluster-key-file", str(key_file)]
+        keyed = key_file_args(self.workdir, cluster_key)
         self.lease_ttl = lease_ttl
         # Tests share a slow disk, and etcd's own durability is not what they test: fsync off unless asked.
         self.etcd = EtcdServer(
